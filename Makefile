@@ -1,0 +1,31 @@
+# Every target creates .venv and installs the package (with its dev extras) when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install test demo lab clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install unetlib with its dev extras
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)  ## the main job on the embedded default: phantom, then its check
+	$(BIN)/python -c "from unetlib.data import resolve_data_root; print(resolve_data_root())"
+	$(BIN)/unetlib check-data
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+clean:  ## remove generated data, caches and runs (keeps .venv)
+	rm -rf data/phantom data/.phantom.partial runs .pytest_cache

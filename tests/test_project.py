@@ -1,0 +1,37 @@
+"""Project set-up: one source of dependencies, an installed command with helpful --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_installs_this_package_with_its_extras():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert pip_section == ["-e .[dev]"]  # everything else comes from pyproject.toml
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "unetlib"
+    assert "dev" in pyproject["project"]["optional-dependencies"]
+
+
+def test_console_script_is_declared_and_runs():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["unetlib"] == "unetlib.cli:main"
+    result = subprocess.run([sys.executable, "-m", "unetlib", "--help"], capture_output=True, text=True, check=True)
+    assert "phantom" in result.stdout and "check-data" in result.stdout
+    assert "UNETLIB_DATA" in result.stdout
+
+
+def test_each_command_explains_itself():
+    for command, phrase in (("phantom", "same seed writes the same bytes"), ("check-data", "Exit status 0")):
+        result = subprocess.run([sys.executable, "-m", "unetlib", command, "--help"], capture_output=True, text=True, check=True)
+        assert phrase in " ".join(result.stdout.split())

@@ -1,0 +1,395 @@
+"""Find, read, validate, normalise and cache HipMRI slices.
+
+The real dataset (and the phantom, which copies its layout) keeps images and masks in
+parallel folders under one root::
+
+    ROOT/keras_slices_train/case_004_week_0_slice_0.nii.gz
+    ROOT/keras_slices_seg_train/seg_004_week_0_slice_0.nii.gz
+
+An image and its mask share everything after the prefix (the *key*); they are paired by
+that key, never by sort order. Every slice is brought to a canonical form: a float32 image
+and a uint8 label map of shape ``SLICE_SHAPE`` (256×128). Anything that cannot be brought
+there safely raises :class:`DataError` naming the file and the problem; nothing is
+silently skipped or zero-filled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+"""The repository's ``data/`` folder: real data dropped here is found automatically."""
+
+DEFAULT_PHANTOM_SIZE = "small"
+"""Size of the phantom generated on first use when no data is found."""
+
+CACHE_VERSION = 1
+"""Bump when the decoded form changes, so old caches are not reused."""
+
+_NAME = re.compile(
+    r"^(?P<prefix>case|seg)_(?P<case>\d+)_week_(?P<week>\d+)_slice_(?P<slice>\d+)\.nii(?:\.gz)?$"
+)
+
+
+class DataError(ValueError):
+    """A dataset file or folder cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class SlicePair:
+    """One image slice and its mask, paired by their shared key."""
+
+    key: str
+    image_path: Path
+    mask_path: Path
+    case: int
+    week: int
+    slice: int
+
+
+class SplitArrays(NamedTuple):
+    """A decoded split: ``images[N,256,128,1]`` float32, ``labels[N,256,128]`` uint8, keys."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+
+
+def image_dir(root: Path | str, split: str) -> Path:
+    """The folder holding a split's image slices."""
+    return Path(root) / f"keras_slices_{_check_split(split)}"
+
+
+def mask_dir(root: Path | str, split: str) -> Path:
+    """The folder holding a split's mask slices."""
+    return Path(root) / f"keras_slices_seg_{_check_split(split)}"
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
+
+
+def is_nifti(path: Path | str) -> bool:
+    """True for ``.nii`` and ``.nii.gz`` file names."""
+    name = Path(path).name
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def has_layout(root: Path | str) -> bool:
+    """True when ``root`` holds the image and mask folders of at least one split."""
+    return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def _index_folder(folder: Path, prefix: str, problems: list[str]) -> dict[str, tuple[Path, re.Match]]:
+    """Map key -> (path, name match) for the NIfTI files of one folder, noting bad names."""
+    index: dict[str, tuple[Path, re.Match]] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or not is_nifti(path):
+            continue  # README files, thumbnails, .DS_Store: not part of the dataset
+        match = _NAME.match(path.name)
+        if match is None or match["prefix"] != prefix:
+            problems.append(
+                f"{path}: name does not follow {prefix}_XXX_week_W_slice_S.nii.gz"
+            )
+            continue
+        key = path.name[len(prefix) + 1 :].split(".nii")[0]
+        if key in index:
+            problems.append(f"{path}: duplicate of {index[key][0].name} (same key {key})")
+            continue
+        index[key] = (path, match)
+    return index
+
+
+def scan_split(root: Path | str, split: str) -> tuple[list[SlicePair], list[str]]:
+    """Pair a split's images with masks; return the pairs and every pairing problem found.
+
+    Most code wants :func:`find_pairs`, which raises on problems; the dataset checker uses
+    this to list all of them at once.
+    """
+    images_folder, masks_folder = image_dir(root, split), mask_dir(root, split)
+    problems: list[str] = []
+    for folder in (images_folder, masks_folder):
+        if not folder.is_dir():
+            problems.append(f"{folder}: folder not found")
+    if problems:
+        return [], problems
+    images = _index_folder(images_folder, "case", problems)
+    masks = _index_folder(masks_folder, "seg", problems)
+    for key in sorted(images.keys() - masks.keys()):
+        problems.append(f"{images[key][0]}: no mask (expected {masks_folder / ('seg_' + key + '.nii.gz')})")
+    for key in sorted(masks.keys() - images.keys()):
+        problems.append(f"{masks[key][0]}: no image (expected {images_folder / ('case_' + key + '.nii.gz')})")
+    pairs = []
+    for key in images.keys() & masks.keys():
+        path, match = images[key]
+        pairs.append(
+            SlicePair(key, path, masks[key][0], int(match["case"]), int(match["week"]), int(match["slice"]))
+        )
+    pairs.sort(key=lambda p: (p.case, p.week, p.slice))
+    return pairs, problems
+
+
+def find_pairs(root: Path | str, split: str) -> list[SlicePair]:
+    """Every image of ``split`` paired with its mask, ordered by case, week and slice.
+
+    Raises :class:`DataError` listing each image without a mask, mask without an image,
+    badly named NIfTI file or missing folder. Non-NIfTI files are ignored.
+    """
+    pairs, problems = scan_split(root, split)
+    if problems:
+        raise DataError(_summarise(problems))
+    if not pairs:
+        raise DataError(f"{image_dir(root, split)}: no NIfTI slices found")
+    return pairs
+
+
+def _summarise(problems: list[str], limit: int = 10) -> str:
+    shown = problems[:limit]
+    more = f"\n... and {len(problems) - limit} more problems" if len(problems) > limit else ""
+    return "\n".join(shown) + more
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.asanyarray(nib.load(path).dataobj)
+    except Exception as exc:  # nibabel, gzip and zlib each raise their own kinds
+        raise DataError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
+
+
+def _squeeze_to_slice(data: np.ndarray, path: Path) -> np.ndarray:
+    """Drop trailing singleton axes (256×128×1 → 256×128); anything else must already be 2D."""
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 2:
+        raise DataError(f"{path}: expected a 2D slice, got an array of shape {data.shape}")
+    return data
+
+
+def fit_to_shape(array: np.ndarray, shape: tuple[int, int] = SLICE_SHAPE) -> np.ndarray:
+    """Centre-crop and/or zero-pad a 2D array to ``shape`` (no interpolation, labels stay exact)."""
+    out = np.zeros(shape, dtype=array.dtype)
+    src, dst = [], []
+    for have, want in zip(array.shape, shape):
+        if have >= want:  # crop: keep the centre
+            start = (have - want) // 2
+            src.append(slice(start, start + want))
+            dst.append(slice(0, want))
+        else:  # pad: place in the centre
+            start = (want - have) // 2
+            src.append(slice(0, have))
+            dst.append(slice(start, start + have))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read an image slice as float32 of shape ``SLICE_SHAPE``; raw intensities, not normalised."""
+    return _read_image(Path(path))[0]
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a mask slice as a uint8 label map (0..5) of shape ``SLICE_SHAPE``."""
+    return _read_mask(Path(path))[0]
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    data = _squeeze_to_slice(_load_array(path), path)
+    if not np.issubdtype(data.dtype, np.number):
+        raise DataError(f"{path}: image has non-numeric type {data.dtype}")
+    bad = np.count_nonzero(~np.isfinite(data))
+    if bad:
+        raise DataError(f"{path}: {bad} non-finite intensity values (NaN or inf)")
+    return fit_to_shape(data.astype(np.float32, copy=False)), data.shape
+
+
+def _read_mask(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    data = _squeeze_to_slice(_load_array(path), path)
+    if not np.issubdtype(data.dtype, np.number):
+        raise DataError(f"{path}: mask has non-numeric type {data.dtype}")
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"{path}: mask holds non-finite values (NaN or inf)")
+    fractional = data[data != np.round(data)]
+    if fractional.size:
+        raise DataError(f"{path}: mask holds non-integer values (e.g. {fractional.flat[0]:g}); labels must be 0..{NUM_CLASSES - 1}")
+    outside = np.unique(data[(data < 0) | (data >= NUM_CLASSES)])
+    if outside.size:
+        values = ", ".join(f"{v:g}" for v in outside[:5])
+        raise DataError(f"{path}: label {values} outside 0..{NUM_CLASSES - 1}")
+    return fit_to_shape(data.astype(np.uint8)), data.shape
+
+
+def read_pair(pair: SlicePair) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Read and validate one pair; returns ``(image, labels, adjusted)``.
+
+    ``adjusted`` is True when the slice was centre-cropped/padded to ``SLICE_SHAPE``.
+    """
+    image, image_shape = _read_image(pair.image_path)
+    labels, mask_shape = _read_mask(pair.mask_path)
+    if image_shape != mask_shape:
+        raise DataError(
+            f"{pair.mask_path}: shape {mask_shape} differs from its image {pair.image_path.name} {image_shape}"
+        )
+    return image, labels, image_shape != SLICE_SHAPE
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Per-slice z-score (the course's convention): zero mean, unit variance.
+
+    A constant slice has no spread to divide by; it becomes all zeros instead of NaN.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    std = image.std()
+    centred = image - image.mean()
+    return (centred / std if std > 1e-8 else centred).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- whole splits + cache
+
+
+def cache_dir(root: Path | str) -> Path:
+    """Where decoded splits are cached: ``UNETLIB_CACHE``, else ``ROOT/.unetlib-cache``.
+
+    A read-only data root falls back to ``~/.cache/unetlib/<hash of root>``.
+    """
+    if os.environ.get("UNETLIB_CACHE"):
+        return Path(os.environ["UNETLIB_CACHE"])
+    root = Path(root).resolve()
+    if os.access(root, os.W_OK):
+        return root / ".unetlib-cache"
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "unetlib" / digest
+
+
+def _fingerprint(pairs: Iterable[SlicePair], normalised: bool) -> str:
+    """Changes whenever a file of the split is added, removed, replaced or touched."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION} normalised={normalised}".encode())
+    for pair in pairs:
+        for path in (pair.image_path, pair.mask_path):
+            stat = path.stat()
+            digest.update(f"\n{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def load_split(
+    root: Path | str,
+    split: str,
+    *,
+    normalised: bool = True,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> SplitArrays:
+    """Decode a whole split into ``images[N,256,128,1]`` float32 and ``labels[N,256,128]`` uint8.
+
+    The first call reads every NIfTI file (with a progress bar) into preallocated arrays, so
+    memory stays near the size of the arrays themselves; the result is cached on disk and
+    later calls load it in seconds. The cache is keyed on every file's name, size and
+    modification time, so any change to the data is picked up. Images are z-scored per
+    slice unless ``normalised=False``.
+    """
+    pairs = find_pairs(root, split)
+    fingerprint = _fingerprint(pairs, normalised)
+    cached = cache_dir(root) / f"{split}-{fingerprint}"
+    if use_cache and (cached / "keys.json").is_file():
+        return SplitArrays(
+            np.load(cached / "images.npy"),
+            np.load(cached / "labels.npy"),
+            json.loads((cached / "keys.json").read_text())["keys"],
+        )
+
+    images = np.empty((len(pairs), *SLICE_SHAPE, 1), dtype=np.float32)
+    labels = np.empty((len(pairs), *SLICE_SHAPE), dtype=np.uint8)
+    adjusted = 0
+    # zlib releases the GIL while inflating, so a few threads overlap decompression.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        decoded = pool.map(read_pair, pairs)
+        for index, (image, label_map, was_adjusted) in enumerate(
+            tqdm(decoded, total=len(pairs), desc=f"decode {split}", unit="slice", disable=not progress)
+        ):
+            images[index, ..., 0] = normalise(image) if normalised else image
+            labels[index] = label_map
+            adjusted += was_adjusted
+    if adjusted:
+        logger.info("%s: %d slices centre-cropped/padded to %dx%d", split, adjusted, *SLICE_SHAPE)
+    keys = [pair.key for pair in pairs]
+    if use_cache:
+        _write_cache(cached, images, labels, {"keys": keys, "adjusted": adjusted})
+    return SplitArrays(images, labels, keys)
+
+
+def _write_cache(target: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    """Write a split's cache atomically and remove the split's stale caches."""
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        split = target.name.rsplit("-", 1)[0]
+        for stale in parent.glob(f"{split}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = parent / f".{target.name}.{os.getpid()}.partial"
+        staging.mkdir()
+        np.save(staging / "images.npy", images)
+        np.save(staging / "labels.npy", labels)
+        (staging / "keys.json").write_text(json.dumps(meta))
+        staging.rename(target)
+    except OSError as exc:  # a full or read-only disk only costs speed next time
+        logger.warning("could not cache decoded split in %s: %s", parent, exc)
+
+
+# --------------------------------------------------------------------------- where the data is
+
+
+def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = True) -> Path:
+    """Pick the data root the kit works on, the same way for CLI and notebooks.
+
+    Order: ``explicit`` argument → ``UNETLIB_DATA`` environment variable → real data under
+    ``data/`` (the folder itself or one folder below it) → ``data/phantom/``, generated on
+    first use (small size, seed 0) when ``generate`` is true.
+    """
+    for candidate, origin in ((explicit, "argument"), (os.environ.get("UNETLIB_DATA") or None, "UNETLIB_DATA")):
+        if candidate is not None:
+            path = Path(candidate).expanduser()
+            if not has_layout(path):
+                raise DataError(
+                    f"{path} (from {origin}): not a HipMRI data root; expected folders "
+                    "keras_slices_{train,validate,test} and keras_slices_seg_{train,validate,test}"
+                )
+            return path
+    if has_layout(DATA_DIR):
+        return DATA_DIR
+    if DATA_DIR.is_dir():
+        for child in sorted(DATA_DIR.iterdir()):
+            if child.is_dir() and child.name != "phantom" and has_layout(child):
+                return child
+    phantom_root = DATA_DIR / "phantom"
+    if not has_layout(phantom_root) and generate:
+        from unetlib.phantom import generate_phantom
+
+        logger.warning("no real data found; generating the synthetic phantom in %s", phantom_root)
+        generate_phantom(phantom_root, DEFAULT_PHANTOM_SIZE)
+    return phantom_root
