@@ -20,9 +20,10 @@ install: $(STAMP)  ## create .venv and install unetlib with its dev extras
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)  ## the main job on the embedded default: phantom, then its check
-	$(BIN)/python -c "from unetlib.data import resolve_data_root; print(resolve_data_root())"
+demo: $(STAMP)  ## the main job: data check, train (quick, reused when done), evaluate on test
 	$(BIN)/unetlib check-data
+	$(BIN)/unetlib train --preset quick --out runs/quick --reuse
+	$(BIN)/unetlib evaluate runs/quick/model.keras --json runs/quick/test_scores.json
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

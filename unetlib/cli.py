@@ -37,6 +37,44 @@ def _check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from unetlib.config import make_config
+    from unetlib.training import run_dir, train
+
+    features = tuple(int(f) for f in args.features.split(",")) if args.features else None
+    config = make_config(args.preset, data=str(args.data) if args.data else None, epochs=args.epochs,
+                         batch_size=args.batch_size, learning_rate=args.learning_rate, loss=args.loss,
+                         precision=args.precision, seed=args.seed, features=features,
+                         max_minutes=args.max_minutes, augment=args.augment)
+    out = args.out or run_dir(config)
+    result = train(config, out, reuse=args.reuse)
+    if result.reused:
+        print(f"Reusing the finished run of this config in {out}")
+    print(f"Model: {result.model_path}")
+    print(f"History: {out / 'history.csv'}  Curves: {out / 'curves.png'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from unetlib.evaluation import evaluate, write_json
+
+    report, _ = evaluate(args.model, args.data, args.split)
+    print(report.format_table())
+    if args.json:
+        write_json(report, args.json)
+        print(f"Wrote {args.json}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from unetlib.evaluation import load_model
+    from unetlib.prediction import predict_files
+
+    written = predict_files(load_model(args.model), args.inputs, args.out, probabilities=args.probabilities)
+    print(f"Wrote {len(written)} label file(s) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unetlib", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="show informational log messages")
@@ -69,6 +107,60 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("root", type=Path, nargs="?", metavar="ROOT",
                        help="data root holding keras_slices_* folders (default: as described in unetlib --help)")
     check.set_defaults(run=_check_data)
+
+    from unetlib.config import PRESETS
+
+    train = commands.add_parser(
+        "train",
+        help="train a UNet and save the best model",
+        description="Train a UNet on the train split, validating on the validate split. OUT receives "
+        "model.keras (best validation prostate Dice), config.json, history.csv and curves.png. "
+        "Running the same command again after an interruption resumes from the last finished epoch. "
+        "Flags override the preset's values.",
+    )
+    train.add_argument("--data", type=Path, metavar="ROOT", help="data root (default: see unetlib --help)")
+    train.add_argument("--preset", choices=list(PRESETS), default="quick",
+                       help="seed: the original recipe; quick: our laptop default (10 min budget); "
+                       "smoke: seconds, for tests; full: a long run (default: quick)")
+    train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
+    train.add_argument("--epochs", type=int, help="maximum epochs")
+    train.add_argument("--batch-size", type=int, help="slices per step")
+    train.add_argument("--learning-rate", type=float, help="Adam learning rate")
+    train.add_argument("--loss", choices=["ce", "dice", "dice_ce"], help="training loss")
+    train.add_argument("--features", metavar="F1,F2,...", help="filters per level, bridge last, e.g. 16,32,64,128,256")
+    train.add_argument("--precision", choices=["float32", "mixed_bfloat16"], help="compute precision")
+    train.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this wall time")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="data augmentation on/off")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a model on a split: per-class Dice, IoU, HD95, course criterion",
+        description="Predict every slice of a split and print, per class: Dice pooled over the split, "
+        "mean ± sd of per-slice Dice over slices containing the class, IoU and 95th-percentile "
+        "Hausdorff distance in mm; the mean foreground Dice; and the course criterion "
+        "(prostate Dice >= 0.75) as PASS/FAIL.",
+    )
+    evaluate.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
+    evaluate.add_argument("--data", type=Path, metavar="ROOT", help="data root (default: see unetlib --help)")
+    evaluate.add_argument("--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="segment NIfTI slices and write label files",
+        description="Segment NIfTI slices (files or folders of them). Each output is a uint8 label map "
+        "(0 background .. 5 prostate) with the input's shape, affine and header; case_* inputs are "
+        "written as seg_*.",
+    )
+    predict.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
+    predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="NIfTI slice(s) or folder(s)")
+    predict.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the label files")
+    predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
+    predict.set_defaults(run=_predict)
     return parser
 
 

@@ -1,0 +1,65 @@
+"""Metric values on hand-made masks whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from unetlib.metrics import confusion_matrix, dice_per_class, hausdorff95, iou_per_class
+
+
+def test_dice_and_iou_known_values():
+    truth = np.zeros((4, 4), int)
+    truth[:2, :2] = 1  # 4 pixels of class 1
+    pred = np.zeros((4, 4), int)
+    pred[:2, :1] = 1  # 2 of them found
+    pred[3, 3] = 2  # class 2 hallucinated
+    dice = dice_per_class(truth, pred, num_classes=4)
+    assert dice[1] == pytest.approx(2 * 2 / (4 + 2))
+    assert dice[2] == 0.0  # predicted only: 0, not NaN
+    assert math.isnan(dice[3])  # absent from both: undefined
+    assert dice[0] == pytest.approx(2 * 11 / (12 + 13))
+    iou = iou_per_class(truth, pred, num_classes=4)
+    assert iou[1] == pytest.approx(2 / 4) and iou[2] == 0.0 and math.isnan(iou[3])
+
+
+def test_perfect_prediction_scores_one_and_dice_is_pooled_over_slices():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, (3, 8, 8))
+    assert np.all(dice_per_class(labels, labels) == 1.0)
+    # Pooled: slice A has 1 of 1 voxels right, slice B 0 of 3 → 2*1/(4+1), not mean of per-slice.
+    truth = np.zeros((2, 2, 2), int)
+    pred = np.zeros((2, 2, 2), int)
+    truth[0, 0, 0] = pred[0, 0, 0] = 5
+    truth[1, 0, :] = 5
+    truth[1, 1, 0] = 5
+    assert dice_per_class(truth, pred)[5] == pytest.approx(2 * 1 / (4 + 1))
+
+
+def test_confusion_matrix_counts_and_rejects_shape_mismatch():
+    truth = np.array([0, 1, 1, 2])
+    pred = np.array([0, 1, 2, 2])
+    matrix = confusion_matrix(truth, pred, num_classes=3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError, match="shapes differ"):
+        confusion_matrix(truth, pred[:3])
+
+
+def test_hausdorff95_known_shift_in_mm():
+    a = np.zeros((40, 40), bool)
+    a[10:20, 10:20] = True
+    b = np.roll(a, 3, axis=0)  # shifted 3 pixels along axis 0
+    assert hausdorff95(a, b) == pytest.approx(3.0)
+    assert hausdorff95(a, b, spacing=(2.0, 1.0)) == pytest.approx(6.0)  # 2 mm per pixel on that axis
+    assert hausdorff95(a, a) == 0.0
+
+
+def test_hausdorff95_edge_cases():
+    empty = np.zeros((10, 10), bool)
+    full = np.zeros((10, 10), bool)
+    full[2:5, 2:5] = True
+    assert math.isnan(hausdorff95(empty, empty))
+    assert hausdorff95(full, empty) == math.inf
+    assert hausdorff95(empty, full) == math.inf

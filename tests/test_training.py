@@ -1,0 +1,195 @@
+"""Model, losses, training, resume, evaluation and prediction on a tiny phantom."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unetlib.config import PRESETS, Config, make_config
+from unetlib.data import find_pairs, read_mask
+from unetlib.evaluation import evaluate, load_model
+from unetlib.losses import CrossEntropy, DiceCrossEntropy, SoftDice
+from unetlib.metrics import PooledDice
+from unetlib.model import build_unet
+from unetlib.pipeline import augment_batch, make_dataset
+from unetlib.prediction import predict_files
+from unetlib.training import train
+
+from conftest import write_nifti
+
+
+def test_unet_shapes_names_and_softmax():
+    model = build_unet((4, 8, 16))
+    out = model(np.zeros((2, 256, 128, 1), np.float32))
+    assert out.shape == (2, 256, 128, 6)
+    np.testing.assert_allclose(np.sum(out, axis=-1), 1.0, rtol=1e-5)
+    names = {layer.name for layer in model.layers}
+    assert {"enc1_conv1", "down1", "bridge_conv2", "up1", "dec1_conv2", "probabilities"} <= names
+    with pytest.raises(ValueError, match="not divisible"):
+        build_unet((4, 8, 16, 32, 64, 128, 256, 512, 1024))
+
+
+def test_seed_preset_is_the_original_recipe():
+    config = make_config("seed")
+    model = build_unet(config.features, normalisation=config.normalisation)
+    assert config.features == (64, 128, 256, 512, 512) and config.loss == "ce" and not config.augment
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert model.count_params() > 10_000_000
+
+
+@pytest.mark.parametrize("loss", [CrossEntropy(), CrossEntropy([0.5, 1, 1, 1, 1, 4]), SoftDice(), DiceCrossEntropy()])
+def test_losses_finite_with_finite_gradients(loss):
+    rng = np.random.default_rng(0)
+    labels = tf.constant(rng.integers(0, 6, (2, 16, 8)), tf.uint8)
+    logits = tf.Variable(rng.normal(size=(2, 16, 8, 6)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        value = loss(labels, tf.nn.softmax(logits))
+    gradient = tape.gradient(value, logits)
+    assert np.isfinite(float(value)) and float(value) > 0
+    assert np.all(np.isfinite(gradient.numpy())) and np.any(gradient.numpy() != 0)
+
+
+def test_cross_entropy_on_integer_labels_matches_one_hot_form():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, (2, 4, 4))
+    probs = tf.nn.softmax(rng.normal(size=(2, 4, 4, 6)).astype(np.float32))
+    one_hot = keras.losses.CategoricalCrossentropy()(np.eye(6)[labels], probs)
+    assert float(CrossEntropy()(labels, probs)) == pytest.approx(float(one_hot), rel=1e-5)
+
+
+def test_soft_dice_is_zero_for_a_perfect_prediction():
+    labels = np.random.default_rng(2).integers(0, 6, (2, 8, 8))
+    assert float(SoftDice()(labels, np.eye(6, dtype=np.float32)[labels])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pooled_dice_metric_matches_numpy_definition():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 6, (2, 8, 8))
+    probs = rng.random((2, 8, 8, 6)).astype(np.float32)
+    metric = PooledDice([5], name="prostate_dice")
+    metric.update_state(truth, probs)
+    pred = probs.argmax(-1)
+    expected = 2 * np.sum((truth == 5) & (pred == 5)) / (np.sum(truth == 5) + np.sum(pred == 5))
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_augmentation_moves_image_and_mask_together():
+    image = np.zeros((1, 256, 128, 1), np.float32)
+    labels = np.zeros((1, 256, 128), np.uint8)
+    image[0, 40:80, 30:60, 0] = 1.0
+    labels[0, 40:80, 30:60] = 5
+    for step in range(5):
+        out_image, out_labels = augment_batch(tf.constant(image), tf.constant(labels), tf.constant([0, step], tf.int64))
+        out_image, out_labels = out_image.numpy(), out_labels.numpy()
+        assert set(np.unique(out_labels)) <= {0, 5}  # nearest neighbour: no blended labels
+        bright = out_image[0, ..., 0] > out_image[0, ..., 0].mean() + 0.3
+        overlap = np.sum(bright & (out_labels[0] == 5)) / np.sum(out_labels[0] == 5)
+        assert overlap > 0.9
+    again = augment_batch(tf.constant(image), tf.constant(labels), tf.constant([0, 4], tf.int64))[1].numpy()
+    np.testing.assert_array_equal(again, out_labels)  # same seed, same augmentation
+
+
+def test_dataset_batches_every_slice_once_per_epoch():
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((10, 256, 128, 1), np.float32)
+    labels = np.zeros((10, 256, 128), np.uint8)
+    seen = [float(x) for batch, _ in make_dataset(images, labels, 4, shuffle=True, seed=1) for x in batch[:, 0, 0, 0]]
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tiny_phantom, tmp_path_factory):
+    config = make_config("smoke", data=str(tiny_phantom), epochs=3)
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    return config, train(config, out, verbose=0)
+
+
+def test_smoke_training_lowers_the_loss_and_writes_run_files(smoke_run):
+    config, result = smoke_run
+    losses = result.history["loss"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for name in ("model.keras", "config.json", "history.csv", "curves.png", "complete.json"):
+        assert (result.out / name).is_file()
+    assert Config.load(result.out / "config.json") == config
+    assert load_model(result.model_path).output_shape == (None, 256, 128, 6)
+
+
+def test_finished_run_is_reused_and_different_config_refused(smoke_run):
+    config, result = smoke_run
+    again = train(config, result.out, reuse=True, verbose=0)
+    assert again.reused and again.history == result.history
+    with pytest.raises(FileExistsError, match="different config"):
+        train(config.replace(seed=99), result.out, verbose=0)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 2")
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tiny_phantom, tmp_path, monkeypatch):
+    config = make_config("smoke", data=str(tiny_phantom), epochs=4, patience=10)
+    import unetlib.training as training
+
+    real_stopper = keras.callbacks.TerminateOnNaN
+    monkeypatch.setattr(training.keras.callbacks, "TerminateOnNaN", lambda: _Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", verbose=0)
+    assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "run" / "complete.json").exists()
+    monkeypatch.setattr(training.keras.callbacks, "TerminateOnNaN", real_stopper)
+    result = train(config, tmp_path / "run", verbose=0)
+    assert result.history["epoch"] == [0, 1, 2, 3]  # epochs 3-4 only: 1-2 were not repeated
+
+
+def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom, tmp_path):
+    _, result = smoke_run
+    report, predictions = evaluate(result.model_path, tiny_phantom, "test", progress=False)
+    assert predictions.shape == (32, 256, 128) and predictions.dtype == np.uint8
+    data = report.to_dict()
+    assert set(data["per_class"]) == {"background", "body", "bone", "bladder", "rectum", "prostate"}
+    assert data["criterion"] == {"label": "prostate", "min_dice": 0.75, "passed": report.passed}
+    assert "course criterion (prostate Dice >= 0.75)" in report.format_table()
+    json.dumps(data)  # JSON-safe (NaN/inf converted)
+
+
+def test_predict_preserves_shape_affine_and_header(smoke_run, tiny_phantom, tmp_path):
+    _, result = smoke_run
+    model = load_model(result.model_path)
+    odd = [p for p in find_pairs(tiny_phantom, "train") if nib.load(p.image_path).shape != (256, 128)]
+    inputs = [odd[0].image_path, [p for p in odd if nib.load(p.image_path).shape == (256, 144)][0].image_path]
+    written = predict_files(model, inputs, tmp_path / "out", probabilities=True)
+    for source_path, target in zip(inputs, written):
+        source, output = nib.load(source_path), nib.load(target)
+        assert target.name.startswith("seg_")
+        assert output.shape == source.shape
+        np.testing.assert_allclose(output.affine, source.affine)
+        assert output.get_data_dtype() == np.uint8
+        assert set(np.unique(read_mask(target))) <= set(range(6))
+        probs = nib.load(target.with_name(target.name.replace(".nii.gz", "_prob.nii.gz")))
+        assert probs.shape == (*source.shape[:2], 6)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "unetlib", *args], capture_output=True, text=True)
+
+
+def test_cli_train_help_lists_presets():
+    result = _cli("train", "--help")
+    assert result.returncode == 0
+    for preset in PRESETS:
+        assert preset in result.stdout
+
+
+def test_cli_errors_are_clear(tmp_path):
+    missing = _cli("evaluate", str(tmp_path / "nope.keras"), "--data", str(tmp_path))
+    assert missing.returncode == 2 and "nope.keras: model file not found" in missing.stderr
+    write_nifti(tmp_path / "x.nii.gz", np.zeros((256, 128), np.float32))
+    bad_root = _cli("train", "--preset", "smoke", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"))
+    assert bad_root.returncode == 2 and "not a HipMRI data root" in bad_root.stderr

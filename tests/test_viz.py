@@ -1,0 +1,83 @@
+"""The slice viewer as a Python object: its controls change what is drawn."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from unetlib.viz import SliceViewer, plot_history
+
+
+@pytest.fixture
+def viewer():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(6, 32, 16, 1)).astype(np.float32)
+    labels = np.zeros((6, 32, 16), np.uint8)
+    labels[:, 8:20, 4:12] = 3
+    labels[:, 12:16, 6:10] = 5
+    predictions = labels.copy()
+    predictions[:, 12:16, 6:10] = 1  # prostate missed
+    keys = [f"004_week_{w}_slice_{s}" for w in (0, 1) for s in range(3)]
+    return SliceViewer(images, labels, predictions, keys)
+
+
+def test_volumes_group_slices_by_case_week(viewer):
+    assert list(viewer.groups) == ["case 004 week 0", "case 004 week 1"]
+    viewer.volume.value = "case 004 week 1"
+    viewer.slice.value = 2
+    assert viewer.index == 5 and viewer.keys[viewer.index] == "004_week_1_slice_2"
+
+
+def test_controls_change_the_frame(viewer):
+    first = bytes(viewer.image.value)
+    assert first.startswith(b"\x89PNG")
+    viewer.slice.value = 1
+    assert bytes(viewer.image.value) != first
+    before = bytes(viewer.image.value)
+    viewer.opacity.value = 0.9
+    assert bytes(viewer.image.value) != before
+
+
+def test_class_toggles_and_opacity_shape_the_overlay(viewer):
+    overlay = viewer.overlay()  # display orientation: [width, height, rgba]
+    assert overlay.shape == (16, 32, 4)
+    assert np.all(overlay[8, 14, :3] == pytest.approx((1.0, 0.0, 0.431), abs=0.01))  # prostate colour
+    viewer.classes["prostate"].value = False
+    overlay = viewer.overlay()
+    assert overlay[8, 14, 3] == 0  # prostate pixels no longer drawn
+    assert overlay[5, 10, 3] > 0  # bladder pixels still are
+    viewer.opacity.value = 0.0
+    assert np.all(viewer.overlay()[..., 3] == 0)
+
+
+def test_error_view_marks_only_disagreement(viewer):
+    viewer.view.value = "error"
+    overlay = viewer.overlay()
+    wrong = overlay[..., 3] > 0
+    assert wrong.sum() == 16  # the 4x4 missed prostate, nothing else
+    assert np.all(overlay[wrong][:, :3] == (1.0, 0.0, 0.0))  # red = missed
+    viewer.view.value = "prediction"
+    assert not np.any(np.all(np.isclose(viewer.overlay()[..., :3], (1.0, 0.0, 0.431), atol=0.01), axis=-1))
+
+
+def test_static_png_representation_for_non_live_renderers(viewer):
+    bundle = viewer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == bytes(viewer.image.value)
+    assert "SliceViewer(6 slices" in bundle["text/plain"]
+
+
+def test_viewer_without_predictions_offers_ground_truth_only():
+    viewer = SliceViewer(np.zeros((2, 16, 8, 1)), np.zeros((2, 16, 8), np.uint8))
+    assert viewer.view.options == ("ground truth",)
+    assert list(viewer.groups) == ["all slices"]
+
+
+def test_history_plot_has_loss_and_dice_panels():
+    figure = plot_history({"epoch": [0, 1], "loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
+                           "prostate_dice": [0.1, 0.4], "val_prostate_dice": [0.05, 0.3]})
+    loss_ax, dice_ax = figure.axes
+    assert len(loss_ax.lines) == 2 and len(dice_ax.lines) == 2
+    assert dice_ax.get_ylim() == (0, 1)

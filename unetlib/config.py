@@ -1,0 +1,127 @@
+"""What to run, kept apart from how it runs: one dataclass per training run, and named presets.
+
+A preset is data (a dict of field values), not a code path: the CLI, the notebooks and the
+tests build the same :class:`Config` from a preset name plus overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run.
+
+    Attributes:
+        preset: the preset this config started from (for the record).
+        data: data root, or None to resolve it (``--data`` → ``UNETLIB_DATA`` → ``data/``).
+        features: filters per encoder level; the last entry is the bridge (bottleneck).
+        normalisation: ``"batch"`` (BatchNorm after each conv) or ``"none"``.
+        dropout: dropout rate after each conv block (0 disables it).
+        upsampling: ``"transpose"`` (learned 2×2 transposed conv) or ``"bilinear"``.
+        loss: ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice) or ``"dice_ce"`` (their sum).
+        class_weights: optional per-class weights for the cross-entropy term.
+        learning_rate: Adam step size.
+        epochs: maximum number of passes over the training slices.
+        batch_size: slices per step.
+        augment: random flips, small rotations/scaling and intensity jitter in training.
+        prostate_oversampling: each training slice containing prostate is shown this many
+            times per epoch (1: no oversampling) — the rare class gets more gradient signal.
+        precision: ``"float32"`` or ``"mixed_bfloat16"`` (the output layer stays float32).
+        seed: one seed for data order, augmentation and initialisation.
+        max_train_slices: use only this many training slices (None: all) — for smoke runs.
+        max_minutes: stop training after this much wall time (None: no limit).
+        patience: early stopping after this many epochs without validation improvement.
+    """
+
+    preset: str = "quick"
+    data: str | None = None
+    features: tuple[int, ...] = (8, 16, 32, 64, 128)
+    normalisation: str = "batch"
+    dropout: float = 0.0
+    upsampling: str = "transpose"
+    loss: str = "dice_ce"
+    class_weights: tuple[float, ...] | None = None
+    learning_rate: float = 3e-3
+    epochs: int = 40
+    batch_size: int = 8
+    augment: bool = True
+    prostate_oversampling: int = 3
+    precision: str = "float32"
+    seed: int = 0
+    max_train_slices: int | None = None
+    max_minutes: float | None = None
+    patience: int = 10
+
+    def __post_init__(self) -> None:
+        checks = {
+            "normalisation": ("batch", "none"),
+            "upsampling": ("transpose", "bilinear"),
+            "loss": ("ce", "dice", "dice_ce"),
+            "precision": ("float32", "mixed_bfloat16"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config {name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+        if len(self.features) < 2:
+            raise ValueError("config features needs at least one encoder level and the bridge")
+        if self.epochs < 1 or self.batch_size < 1 or self.prostate_oversampling < 1:
+            raise ValueError("config epochs, batch_size and prostate_oversampling must be at least 1")
+
+    @property
+    def depth(self) -> int:
+        """Number of down-sampling steps (encoder levels below the bridge)."""
+        return len(self.features) - 1
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed; ``None`` values are ignored (unset CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "features" in changes:
+            changes["features"] = tuple(changes["features"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Config":
+        values = json.loads(Path(path).read_text())
+        for key in ("features", "class_weights"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+
+PRESETS: dict[str, dict] = {
+    # The original course recipe: a 31M-parameter UNet with plain 3×3 conv + ReLU blocks,
+    # no normalisation, transposed-conv upsampling, Adam and categorical cross-entropy.
+    "seed": dict(features=(64, 128, 256, 512, 512), normalisation="none", upsampling="transpose",
+                 loss="ce", learning_rate=1e-3, batch_size=32, augment=False, prostate_oversampling=1, epochs=40),
+    # Our default for a laptop CPU: small, batch-normalised, Dice + cross-entropy, augmented.
+    "quick": dict(max_minutes=10.0),
+    # For tests: a tiny network on a few slices, a couple of epochs — seconds.
+    "smoke": dict(features=(4, 8, 16), epochs=2, batch_size=4, max_train_slices=16, augment=True, patience=2),
+    # A long run for a machine with time to spare.
+    "full": dict(features=(32, 64, 128, 256, 512), epochs=200, patience=30, learning_rate=1e-3),
+}
+
+
+def make_config(preset: str = "quick", **overrides) -> Config:
+    """Build the config of a named preset, with any non-None ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    return Config(preset=preset, **PRESETS[preset]).replace(**overrides)
+
+
+def default_preset() -> str:
+    """``UNETLIB_PROFILE`` when set (e.g. ``smoke`` in tests), else ``quick``."""
+    return os.environ.get("UNETLIB_PROFILE", "quick")

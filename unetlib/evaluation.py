@@ -1,0 +1,161 @@
+"""Evaluation: predict a split, score every class, and report what the course asks for.
+
+Headline numbers are Dice pooled over the whole split (every voxel of every slice). Beside
+them: per-slice Dice (mean ± sd over slices where the class is present in the ground
+truth), IoU, and the 95th-percentile Hausdorff distance in mm.
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from unetlib.data import find_pairs, load_split, resolve_data_root
+from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
+from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
+
+CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
+"""The course criterion: prostate Dice ≥ 0.75 on the test split."""
+
+
+def load_model(path: Path | str) -> keras.Model:
+    """Load a saved ``.keras`` model for inference (no optimiser or loss needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found (train one with `unetlib train`)")
+    return keras.models.load_model(path, compile=False)
+
+
+def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+    """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``."""
+    out = np.empty(images.shape[:3], dtype=np.uint8)
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
+        probabilities = model.predict_on_batch(images[start : start + batch_size])
+        out[start : start + batch_size] = np.argmax(probabilities, axis=-1)
+    return out
+
+
+@dataclass
+class EvaluationReport:
+    """Per-class scores of one split; ``to_dict`` gives the JSON the CLI writes."""
+
+    split: str
+    slices: int
+    pooled_dice: np.ndarray
+    iou: np.ndarray
+    slice_dice_mean: np.ndarray
+    slice_dice_sd: np.ndarray
+    hd95_mm: np.ndarray
+    confusion: np.ndarray
+    per_slice_dice: np.ndarray = field(repr=False)  # [N, C], NaN where undefined
+    keys: list[str] = field(repr=False, default_factory=list)
+
+    @property
+    def mean_foreground_dice(self) -> float:
+        return float(np.nanmean(self.pooled_dice[1:]))
+
+    @property
+    def passed(self) -> bool:
+        value = self.pooled_dice[LABELS.index(CRITERION_LABEL)]
+        return bool(np.isfinite(value) and value >= CRITERION_MIN_DICE)
+
+    def to_dict(self) -> dict:
+        per_class = {
+            name: {
+                "dice": _number(self.pooled_dice[c]),
+                "iou": _number(self.iou[c]),
+                "hd95_mm": _number(self.hd95_mm[c]),
+                "slice_dice_mean": _number(self.slice_dice_mean[c]),
+                "slice_dice_sd": _number(self.slice_dice_sd[c]),
+            }
+            for c, name in enumerate(LABELS)
+        }
+        return {
+            "split": self.split,
+            "slices": self.slices,
+            "per_class": per_class,
+            "mean_foreground_dice": _number(self.mean_foreground_dice),
+            "criterion": {"label": CRITERION_LABEL, "min_dice": CRITERION_MIN_DICE, "passed": self.passed},
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+    def format_table(self) -> str:
+        lines = [
+            f"Split: {self.split} ({self.slices} slices)",
+            f"{'class':<11}{'Dice':>7}{'slice Dice (mean ± sd)':>25}{'IoU':>7}{'HD95 mm':>9}",
+        ]
+        for c, name in enumerate(LABELS):
+            lines.append(
+                f"{name:<11}{self.pooled_dice[c]:>7.3f}{self.slice_dice_mean[c]:>16.3f} ± {self.slice_dice_sd[c]:<6.3f}"
+                f"{self.iou[c]:>7.3f}{self.hd95_mm[c]:>9.2f}"
+            )
+        lines.append(f"mean foreground Dice: {self.mean_foreground_dice:.3f}")
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(f"course criterion ({CRITERION_LABEL} Dice >= {CRITERION_MIN_DICE}): {verdict} "
+                     f"({self.pooled_dice[PROSTATE]:.3f})")
+        return "\n".join(lines)
+
+
+def _number(value: float) -> float | None | str:
+    """JSON-safe: NaN becomes null, infinity the string "inf"."""
+    value = float(value)
+    if math.isnan(value):
+        return None
+    return "inf" if math.isinf(value) else round(value, 5)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: str = "", keys=None) -> EvaluationReport:
+    """Score predicted label maps against the truth; ``spacings[N, 2]`` are mm per pixel.
+
+    HD95 per class is the mean over slices where the class is present in both truth and
+    prediction (finite distances); slices where it was missed or hallucinated show up in
+    the per-slice Dice instead.
+    """
+    confusion = confusion_matrix(y_true, y_pred)
+    per_slice = np.full((len(y_true), NUM_CLASSES), np.nan)
+    distances = np.full((len(y_true), NUM_CLASSES), np.nan)
+    for index, (truth, guess) in enumerate(zip(y_true, y_pred)):
+        per_slice[index] = dice_from_confusion(confusion_matrix(truth, guess))
+        for c in range(1, NUM_CLASSES):
+            present_true, present_pred = truth == c, guess == c
+            if present_true.any() and present_pred.any():
+                distances[index, c] = hausdorff95(present_true, present_pred, tuple(spacings[index]))
+        per_slice[index][~np.bincount(truth.ravel(), minlength=NUM_CLASSES).astype(bool)] = np.nan
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (absent classes)
+            slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)
+            hd95 = np.nanmean(distances, axis=0)
+    return EvaluationReport(split, len(y_true), dice_from_confusion(confusion), iou_from_confusion(confusion),
+                            slice_mean, slice_sd, hd95, confusion, per_slice, list(keys or []))
+
+
+def pixel_spacings(root: Path | str, split: str) -> np.ndarray:
+    """mm per pixel of every slice of a split, read from the NIfTI headers (cheap)."""
+    return np.array([nib.load(p.image_path).header.get_zooms()[:2] for p in find_pairs(root, split)], dtype=float)
+
+
+def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, split: str = "test",
+             *, progress: bool = True) -> tuple[EvaluationReport, np.ndarray]:
+    """Predict ``split`` with ``model`` and score it; returns the report and the predictions."""
+    if not isinstance(model, keras.Model):
+        model = load_model(model)
+    root = resolve_data_root(root)
+    data = load_split(root, split, progress=progress)
+    predictions = predict_labels(model, data.images, progress=progress)
+    return score(data.labels, predictions, pixel_spacings(root, split), split, data.keys), predictions
+
+
+def write_json(report: EvaluationReport, path: Path | str) -> None:
+    Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

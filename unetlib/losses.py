@@ -1,0 +1,94 @@
+"""Segmentation losses on integer label maps; one-hot exists only inside the graph.
+
+``y_true`` is ``[batch, H, W]`` integer labels and ``y_pred`` ``[batch, H, W, C]`` softmax
+probabilities. Written with ``keras.ops`` so they are not tied to one backend.
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import keras
+from keras import ops
+
+from unetlib.labels import NUM_CLASSES
+
+EPSILON = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="unetlib")
+class CrossEntropy(keras.losses.Loss):
+    """Categorical cross-entropy on integer labels, optionally weighted per class.
+
+    Equivalent to one-hot categorical cross-entropy, without one-hot arrays: the
+    probability of the true class is picked per pixel. ``class_weights`` scales each
+    pixel's term by the weight of its true class (normalised by the mean weight seen).
+    """
+
+    def __init__(self, class_weights=None, name="cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(y_true, "int32")
+        per_pixel = keras.losses.sparse_categorical_crossentropy(labels, y_pred)
+        if self.class_weights is None:
+            return ops.mean(per_pixel)
+        weights = ops.take(ops.convert_to_tensor(self.class_weights, dtype=per_pixel.dtype), labels)
+        return ops.sum(per_pixel * weights) / (ops.sum(weights) + EPSILON)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
+
+
+@keras.saving.register_keras_serializable(package="unetlib")
+class SoftDice(keras.losses.Loss):
+    """1 − mean soft Dice over the foreground classes, pooled over the whole batch.
+
+    Pooling over the batch (as nnU-Net does) keeps the loss defined when a class, like the
+    prostate, is absent from some slices; a class absent from the whole batch and not
+    predicted contributes a Dice near 1 through the smoothing term.
+    """
+
+    def __init__(self, num_classes=NUM_CLASSES, smooth=1.0, name="soft_dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.smooth = num_classes, smooth
+
+    def call(self, y_true, y_pred):
+        target = ops.one_hot(ops.cast(y_true, "int32"), self.num_classes, dtype=y_pred.dtype)
+        axes = (0, 1, 2)
+        intersection = ops.sum(target * y_pred, axis=axes)
+        totals = ops.sum(target, axis=axes) + ops.sum(y_pred, axis=axes)
+        dice = (2.0 * intersection + self.smooth) / (totals + self.smooth)
+        return 1.0 - ops.mean(dice[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="unetlib")
+class DiceCrossEntropy(keras.losses.Loss):
+    """Soft Dice + cross-entropy (the nnU-Net default): Dice copes with imbalance, CE with calibration."""
+
+    def __init__(self, class_weights=None, num_classes=NUM_CLASSES, name="dice_ce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights, self.num_classes = class_weights, num_classes
+        self.dice = SoftDice(num_classes)
+        self.cross_entropy = CrossEntropy(class_weights)
+
+    def call(self, y_true, y_pred):
+        return self.dice.call(y_true, y_pred) + self.cross_entropy.call(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights, "num_classes": self.num_classes}
+
+
+def get_loss(name: str, class_weights=None) -> keras.losses.Loss:
+    """The loss a config names: ``ce``, ``dice`` or ``dice_ce``."""
+    if name == "ce":
+        return CrossEntropy(class_weights)
+    if name == "dice":
+        return SoftDice()
+    if name == "dice_ce":
+        return DiceCrossEntropy(class_weights)
+    raise ValueError(f"unknown loss {name!r}; expected ce, dice or dice_ce")

@@ -1,0 +1,118 @@
+"""How segmentations are judged: plain functions on arrays first, one Keras metric for training.
+
+Conventions (as in MONAI's ``meandice``): a class absent from both ground truth and
+prediction has no defined Dice/IoU and gives NaN, and means skip NaN (``np.nanmean``).
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import keras
+import numpy as np
+from keras import ops
+from scipy import ndimage
+
+from unetlib.labels import NUM_CLASSES
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """``[true, predicted]`` voxel counts over all voxels given (any shape, integer labels)."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"shapes differ: {np.shape(y_true)} vs {np.shape(y_pred)}")
+    index = y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def dice_from_confusion(matrix: np.ndarray) -> np.ndarray:
+    """Per-class Dice ``2TP / (2TP + FP + FN)`` from a confusion matrix; NaN where 0/0."""
+    tp = np.diag(matrix).astype(np.float64)
+    denominator = matrix.sum(axis=0) + matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+def iou_from_confusion(matrix: np.ndarray) -> np.ndarray:
+    """Per-class IoU ``TP / (TP + FP + FN)`` from a confusion matrix; NaN where 0/0."""
+    tp = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def dice_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Dice of each class, pooled over every voxel given (one slice or a whole split).
+
+    Returns an array of ``num_classes`` values in [0, 1]. A class present in neither
+    ``y_true`` nor ``y_pred`` gives NaN; present in only one of them gives 0.
+    """
+    return dice_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def iou_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Intersection over union of each class, pooled; same NaN rule as :func:`dice_per_class`."""
+    return iou_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a binary mask (the mask minus its erosion)."""
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hausdorff95(true_mask: np.ndarray, pred_mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> float:
+    """95th-percentile symmetric Hausdorff distance between two binary 2D masks, in mm.
+
+    Distances are measured between the masks' boundary pixels with ``spacing`` (mm per
+    pixel along each axis). The result is the larger of the two directed 95th percentiles
+    (true → predicted, predicted → true), as MONAI computes it. Edge cases: both masks
+    empty → NaN (nothing to compare); exactly one empty → ``inf`` (the structure was
+    missed or hallucinated entirely).
+    """
+    true_mask, pred_mask = np.asarray(true_mask, bool), np.asarray(pred_mask, bool)
+    if not true_mask.any() and not pred_mask.any():
+        return float("nan")
+    if not true_mask.any() or not pred_mask.any():
+        return float("inf")
+    true_edge, pred_edge = _surface(true_mask), _surface(pred_mask)
+    to_true = ndimage.distance_transform_edt(~true_edge, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~pred_edge, sampling=spacing)
+    return float(max(np.percentile(to_true[pred_edge], 95), np.percentile(to_pred[true_edge], 95)))
+
+
+@keras.saving.register_keras_serializable(package="unetlib")
+class PooledDice(keras.metrics.Metric):
+    """Mean hard Dice of some classes, pooled over every pixel seen in the epoch.
+
+    Predictions are the argmax class. Per class, intersections and totals accumulate
+    over all batches; the result averages the classes that occurred (in truth or
+    prediction), so a class absent from the whole epoch does not count.
+    """
+
+    def __init__(self, class_ids=tuple(range(1, NUM_CLASSES)), num_classes=NUM_CLASSES, name="foreground_dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_ids, self.num_classes = list(class_ids), num_classes
+        self.intersection = self.add_variable(shape=(len(self.class_ids),), initializer="zeros", name="intersection")
+        self.total = self.add_variable(shape=(len(self.class_ids),), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = ops.cast(y_true, "int32")
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        classes = ops.convert_to_tensor(self.class_ids, dtype="int32")
+        truth = ops.cast(ops.expand_dims(labels, -1) == classes, "float32")
+        guess = ops.cast(ops.expand_dims(predicted, -1) == classes, "float32")
+        axes = tuple(range(len(labels.shape)))
+        self.intersection.assign_add(ops.sum(truth * guess, axis=axes))
+        self.total.assign_add(ops.sum(truth, axis=axes) + ops.sum(guess, axis=axes))
+
+    def result(self):
+        seen = ops.cast(self.total > 0, "float32")
+        dice = 2.0 * self.intersection / ops.maximum(self.total, 1.0)
+        return ops.sum(dice * seen) / ops.maximum(ops.sum(seen), 1.0)
+
+    def reset_state(self):
+        self.intersection.assign(ops.zeros_like(self.intersection))
+        self.total.assign(ops.zeros_like(self.total))
+
+    def get_config(self):
+        return {**super().get_config(), "class_ids": self.class_ids, "num_classes": self.num_classes}

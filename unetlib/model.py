@@ -1,0 +1,106 @@
+"""The UNet: small named blocks (two convs, down, up) composed by one short builder.
+
+Every layer has a readable name (``enc1_conv1``, ``down2``, ``bridge_conv2``, ``up1``,
+``dec1_conv2``, ``probabilities``) so the architecture notebook can show and probe them.
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import keras
+from keras import layers
+
+from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
+
+
+def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout: float = 0.0):
+    """Two 3×3 convolutions, each followed by (optional) batch norm and ReLU."""
+    for index in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=normalisation == "none",
+                          kernel_initializer="he_normal", name=f"{name}_conv{index}")(x)
+        if normalisation == "batch":
+            x = layers.BatchNormalization(name=f"{name}_norm{index}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def down(x, name: str):
+    """Halve the resolution with 2×2 max pooling (doubles the receptive field)."""
+    return layers.MaxPooling2D(2, name=name)(x)
+
+
+def up(x, skip, filters: int, name: str, upsampling: str = "transpose"):
+    """Double the resolution and concatenate the encoder's skip connection of that size."""
+    if upsampling == "transpose":
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name)(x)
+    else:
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resize")(x)
+        x = layers.Conv2D(filters, 1, name=name)(x)
+    return layers.Concatenate(name=f"{name}_skip")([x, skip])
+
+
+def build_unet(
+    features: tuple[int, ...] = (16, 32, 64, 128, 256),
+    *,
+    input_shape: tuple[int, int, int] = (*SLICE_SHAPE, 1),
+    num_classes: int = NUM_CLASSES,
+    normalisation: str = "batch",
+    dropout: float = 0.0,
+    upsampling: str = "transpose",
+    name: str = "unet",
+) -> keras.Model:
+    """Build a 2D UNet returning per-pixel class probabilities (softmax, float32).
+
+    Args:
+        features: filters per encoder level, deepest last; the final entry is the bridge.
+            ``(16, 32, 64, 128, 256)`` gives 4 down-sampling steps; the input's height and
+            width must be divisible by ``2 ** (len(features) - 1)``.
+        input_shape: ``(height, width, channels)`` of one slice.
+        num_classes: number of output classes (6 for HipMRI).
+        normalisation: ``"batch"`` or ``"none"`` (the original recipe had none).
+        dropout: dropout rate after each conv block; 0 disables it.
+        upsampling: ``"transpose"`` (learned) or ``"bilinear"`` (fixed resize + 1×1 conv).
+        name: the model's name.
+    """
+    depth = len(features) - 1
+    factor = 2**depth
+    if input_shape[0] % factor or input_shape[1] % factor:
+        raise ValueError(f"input {input_shape[:2]} is not divisible by 2**{depth}; use fewer levels")
+    inputs = keras.Input(input_shape, name="image")
+    x, skips = inputs, []
+    for level, filters in enumerate(features[:-1], start=1):
+        x = conv_block(x, filters, f"enc{level}", normalisation, dropout)
+        skips.append(x)
+        x = down(x, f"down{level}")
+    x = conv_block(x, features[-1], "bridge", normalisation, dropout)
+    for level in range(depth, 0, -1):
+        x = up(x, skips[level - 1], features[level - 1], f"up{level}", upsampling)
+        x = conv_block(x, features[level - 1], f"dec{level}", normalisation, dropout)
+    logits = layers.Conv2D(num_classes, 1, name="logits")(x)
+    # Softmax in float32 even under mixed precision, so probabilities and losses stay exact.
+    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name=name)
+
+
+def build_from_config(config) -> keras.Model:
+    """The UNet described by a :class:`unetlib.config.Config`."""
+    return build_unet(config.features, normalisation=config.normalisation,
+                      dropout=config.dropout, upsampling=config.upsampling)
+
+
+def receptive_field(depth: int, convs_per_block: int = 2) -> list[int]:
+    """Receptive field (pixels) after each encoder level and the bridge of a UNet.
+
+    Each 3×3 conv adds 2 × (current stride) pixels; each 2×2 pooling doubles the stride.
+    """
+    field, stride, fields = 1, 1, []
+    for level in range(depth + 1):
+        field += convs_per_block * 2 * stride
+        fields.append(field)
+        if level < depth:
+            field += stride  # the 2×2 pooling window
+            stride *= 2
+    return fields

@@ -1,0 +1,122 @@
+"""The tf.data input pipeline: shuffle, augment (image and mask together), batch, prefetch.
+
+The decoded split stays one NumPy array in memory; the pipeline streams indices and
+gathers each batch from it, so no second copy of the data is made.
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+MAX_ROTATION_DEGREES = 10.0
+SCALE_RANGE = (0.9, 1.1)
+INTENSITY_SCALE, INTENSITY_SHIFT = 0.1, 0.1
+
+
+def _affine_transforms(count, height: int, width: int, seed) -> tf.Tensor:
+    """Per-sample projective transforms: a random rotation and scaling about the centre."""
+    rotation_seed, scale_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    angle = tf.random.stateless_uniform([count], rotation_seed, -1.0, 1.0) * (MAX_ROTATION_DEGREES * math.pi / 180)
+    scale = tf.random.stateless_uniform([count], scale_seed, *SCALE_RANGE)
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    # Maps output pixel (x, y) to input pixel: rotate/scale about the centre.
+    a0, a1 = cos, -sin
+    b0, b1 = sin, cos
+    a2 = cx - a0 * cx - a1 * cy
+    b2 = cy - b0 * cx - b1 * cy
+    zeros = tf.zeros_like(cos)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def augment_batch(images: tf.Tensor, labels: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment a batch; the same geometry is applied to each image and its mask.
+
+    Left-right flips, rotations up to ±10°, scaling 0.9–1.1 (bilinear for images, nearest
+    neighbour for labels so they stay exact class indices), and a random intensity
+    scale/shift on the z-scored image. ``seed`` is a shape-[2] integer tensor: the same
+    seed gives the same augmentation.
+    """
+    flip_seed, geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    count = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    masks = tf.cast(labels[..., None], tf.float32)
+
+    flip = tf.random.stateless_uniform([count], flip_seed) < 0.5
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[1]), images)
+    masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[1]), masks)
+
+    transforms = _affine_transforms(count, height, width, geometry_seed)
+    shape = tf.constant([height, width], tf.int32)
+
+    def warp(batch, interpolation):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=batch, transforms=transforms, output_shape=shape, fill_value=0.0,
+            interpolation=interpolation, fill_mode="CONSTANT")
+
+    images = warp(images, "BILINEAR")
+    masks = warp(masks, "NEAREST")
+
+    gain_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(intensity_seed, 2))
+    gain = 1.0 + tf.random.stateless_uniform([count, 1, 1, 1], gain_seed, -INTENSITY_SCALE, INTENSITY_SCALE)
+    shift = tf.random.stateless_uniform([count, 1, 1, 1], shift_seed, -INTENSITY_SHIFT, INTENSITY_SHIFT)
+    images = images * gain + shift
+    return images, tf.cast(masks[..., 0], labels.dtype)
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    indices: np.ndarray | None = None,
+    shuffle: bool = False,
+    augment: bool = False,
+    repeat: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """A dataset of ``(images [B,H,W,1] float32, labels [B,H,W] uint8)`` batches.
+
+    ``indices`` selects (and may repeat) the slices to stream, without copying the arrays;
+    by default every slice once. With ``shuffle`` the order changes every epoch (reproducibly, from ``seed``); with
+    ``augment`` each batch is augmented by :func:`augment_batch` with a seed derived from
+    ``seed`` and the batch's position in the stream; with ``repeat`` the stream never ends
+    (pair it with ``steps_per_epoch``).
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} label maps")
+    height, width = images.shape[1:3]
+
+    def gather(indices):
+        indices = np.sort(indices)  # sorted reads are friendlier to the memory system
+        return images[indices], labels[indices]
+
+    def load(indices):
+        batch_images, batch_labels = tf.numpy_function(gather, [indices], [tf.float32, tf.uint8], stateful=False)
+        batch_images.set_shape([None, height, width, 1])
+        batch_labels.set_shape([None, height, width])
+        return batch_images, batch_labels
+
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(indices)
+    if shuffle:
+        dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        dataset = dataset.enumerate().map(
+            lambda step, batch: augment_batch(*batch, tf.stack([tf.cast(seed, tf.int64), step])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_for(count: int, batch_size: int) -> int:
+    """Batches needed to see every slice once."""
+    return max(1, math.ceil(count / batch_size))

@@ -1,0 +1,72 @@
+"""Prediction on NIfTI files: slices in, label maps out with the input's affine and header."""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+from pathlib import Path
+
+import keras
+import nibabel as nib
+import numpy as np
+
+from unetlib.data import DataError, fit_to_shape, is_nifti, normalise, read_image
+
+
+def _inputs(paths: list[Path | str]) -> list[Path]:
+    """Expand folders into their NIfTI files; a path that is neither is an error."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+            if not found:
+                raise DataError(f"{path}: folder holds no .nii/.nii.gz files")
+            files.extend(found)
+        elif path.is_file() and is_nifti(path):
+            files.append(path)
+        else:
+            raise DataError(f"{path}: not a NIfTI file or a folder of them")
+    return files
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    """``case_…`` inputs become ``seg_…`` like the dataset's masks; others get ``_seg``."""
+    stem = path.name.split(".nii")[0]
+    stem = "seg_" + stem[len("case_"):] if stem.startswith("case_") else stem + "_seg"
+    return f"{stem}{suffix}.nii.gz"
+
+
+def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str, *,
+                  probabilities: bool = False, batch_size: int = 16) -> list[Path]:
+    """Segment NIfTI slices and write one label file per input under ``out``.
+
+    Each input is read, validated and brought to 256×128 exactly as the loader does;
+    the predicted labels are cropped/padded back to the input's own shape (trailing
+    axis included) and saved as uint8 with the input's affine and header. With
+    ``probabilities`` a float32 ``…_prob.nii.gz`` holding the 6 class probabilities
+    (last axis) is written beside each.
+    """
+    files = _inputs(inputs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        batch = np.stack([normalise(read_image(path)) for path in chunk])[..., None]
+        probs = np.asarray(model.predict_on_batch(batch))
+        for path, prob in zip(chunk, probs):
+            source = nib.load(path)
+            shape2d = tuple(s for s in source.shape[:2])
+            labels = fit_to_shape(np.argmax(prob, axis=-1).astype(np.uint8), shape2d).reshape(source.shape)
+            header = source.header.copy()
+            header.set_data_dtype(np.uint8)
+            target = out / output_name(path)
+            nib.save(nib.Nifti1Image(labels, source.affine, header), target)
+            written.append(target)
+            if probabilities:
+                maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
+                prob_header = source.header.copy()
+                prob_header.set_data_dtype(np.float32)
+                nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header),
+                         out / output_name(path, "_prob"))
+    return written

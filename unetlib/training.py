@@ -1,0 +1,213 @@
+"""Training with ``model.fit`` and Keras callbacks: best checkpoint, early stopping, CSV
+history, resume after interruption, and a wall-time budget.
+
+A run's folder holds everything it produced::
+
+    OUT/model.keras      best model by validation prostate Dice (written atomically)
+    OUT/config.json      the config used
+    OUT/history.csv      one row per epoch (appended across resumes)
+    OUT/curves.png       training curves
+    OUT/backup/          Keras BackupAndRestore state while training is unfinished
+    OUT/complete.json    written when the run finishes, with its summary
+"""
+
+from __future__ import annotations
+
+import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from unetlib.config import Config
+from unetlib.data import PROJECT_ROOT, load_split, resolve_data_root
+from unetlib.labels import NUM_CLASSES, PROSTATE
+from unetlib.losses import get_loss
+from unetlib.metrics import PooledDice
+from unetlib.model import build_from_config
+from unetlib.pipeline import make_dataset, steps_for
+
+MONITOR = "val_prostate_dice"
+RUNS_DIR = PROJECT_ROOT / "runs"
+"""Default home of training runs (git-ignored)."""
+
+
+def run_dir(config: Config) -> Path:
+    """The default folder of a preset's run: ``runs/PRESET``."""
+    return RUNS_DIR / config.preset
+
+
+@dataclass
+class TrainResult:
+    """Where a run's files are, and its per-epoch history."""
+
+    out: Path
+    model_path: Path
+    history: dict[str, list[float]]
+    reused: bool = False
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever ``monitor`` improves, via a temporary file and an atomic rename,
+    so a run killed mid-save never leaves a truncated ``model.keras``."""
+
+    def __init__(self, path: Path, monitor: str = MONITOR, best: float = -np.inf):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = best  # a resumed run passes the best value it already reached
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or value <= self.best:
+            return
+        self.best = float(value)
+        partial = self.path.with_name(f".{self.path.stem}.partial.keras")
+        self.model.save(partial)
+        os.replace(partial, self.path)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once ``minutes`` of wall time have passed, even in the middle of an epoch.
+
+    Keras still validates the shortened epoch, so the checkpoint sees the final weights.
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60
+        self.start = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+
+def compile_model(config: Config) -> keras.Model:
+    """Build the UNet of ``config`` and compile it with its loss, Adam and Dice metrics."""
+    model = build_from_config(config)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=get_loss(config.loss, config.class_weights),
+        metrics=[PooledDice(range(1, NUM_CLASSES), name="foreground_dice"), PooledDice([PROSTATE], name="prostate_dice")],
+    )
+    return model
+
+
+def _subset(count: int, limit: int | None) -> np.ndarray:
+    """Indices of the slices to use: all, or an even spread of ``limit`` of them."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    return np.linspace(0, count - 1, limit).round().astype(int)
+
+
+def training_indices(labels: np.ndarray, limit: int | None, prostate_oversampling: int) -> np.ndarray:
+    """Training slice indices, with slices containing prostate repeated ``prostate_oversampling`` times."""
+    chosen = _subset(len(labels), limit)
+    has_prostate = np.any(labels[chosen] == PROSTATE, axis=(1, 2))
+    return np.concatenate([chosen] + [chosen[has_prostate]] * (prostate_oversampling - 1))
+
+
+def is_complete(out: Path | str, config: Config) -> bool:
+    """True when ``out`` holds a finished run of exactly this config (safe to reuse)."""
+    out = Path(out)
+    try:
+        return (out / "model.keras").is_file() and Config.load(out / "config.json") == config and (out / "complete.json").is_file()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int | str = "auto") -> TrainResult:
+    """Train the UNet ``config`` describes and write the run's files under ``out``.
+
+    Running the same command again after an interruption resumes from the last finished
+    epoch (Keras ``BackupAndRestore``). With ``reuse``, a finished run of the same config in
+    ``out`` is returned as it is instead of training again. A finished run of a different
+    config in ``out`` is an error rather than being overwritten.
+    """
+    out = Path(out)
+    if reuse and is_complete(out, config):
+        return TrainResult(out, out / "model.keras", _read_history(out / "history.csv"), reused=True)
+    if (out / "config.json").is_file() and Config.load(out / "config.json") != config:
+        raise FileExistsError(f"{out}: holds a run of a different config; choose another --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "complete.json").unlink(missing_ok=True)
+    config.save(out / "config.json")
+
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        root = resolve_data_root(config.data)
+        train_split = load_split(root, "train")
+        validate_split = load_split(root, "validate")
+        chosen = training_indices(train_split.labels, config.max_train_slices, config.prostate_oversampling)
+        validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
+
+        train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=chosen, shuffle=True,
+                                  augment=config.augment, repeat=True, seed=config.seed)
+        validate_data = make_dataset(validate_split.images, validate_split.labels, config.batch_size, indices=validate_chosen)
+        model = compile_model(config)
+        earlier = _read_history(out / "history.csv")  # non-empty when resuming
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(out / "backup")),
+            AtomicBestCheckpoint(out / "model.keras", best=max(earlier.get(MONITOR, [-np.inf]))),
+            keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.patience),
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        if config.max_minutes:
+            callbacks.append(TimeBudget(config.max_minutes))
+        started = time.monotonic()
+        model.fit(train_data, steps_per_epoch=steps_for(len(chosen), config.batch_size),
+                  epochs=config.epochs, validation_data=validate_data, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the dataset shuffles itself, reproducibly
+        seconds = time.monotonic() - started
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    history = _read_history(out / "history.csv")
+    from unetlib.viz import plot_history
+
+    plot_history(history).savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    summary = {
+        "epochs_run": len(history.get("epoch", [])),
+        "best_val_prostate_dice": max(history.get(MONITOR, [float("nan")])),
+        "seconds_this_session": round(seconds, 1),
+        "data_root": str(root),
+    }
+    (out / "complete.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out, out / "model.keras", history)
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """Columns of a CSVLogger file as lists of floats (empty dict when there is none)."""
+    if not path.is_file():
+        return {}
+    import csv
+
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarray, steps: int = 2) -> float:
+    """Training throughput (slices/s) of ``config``'s model on one batch, after a warm-up step."""
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        model = compile_model(config)
+        batch = min(config.batch_size, len(images))
+        x, y = images[:batch], labels[:batch]
+        model.train_on_batch(x, y)  # the first step traces and compiles the graph
+        started = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return steps * batch / (time.perf_counter() - started)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,286 @@
+"""Figures: training curves, label overlays and the ipywidgets slice viewer."""
+
+from __future__ import annotations
+
+import matplotlib
+
+if not matplotlib.get_backend().lower().startswith(("module://", "inline", "nbagg", "widget", "ipympl")):
+    matplotlib.use("Agg")  # headless by default; notebooks keep their inline backend
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap, to_rgba
+from matplotlib.patches import Patch
+
+from unetlib.labels import LABEL_COLOURS, LABELS
+
+LABEL_CMAP = ListedColormap([to_rgba(LABEL_COLOURS[name]) for name in LABELS], name="hipmri")
+
+
+def plot_history(history: dict[str, list[float]]):
+    """Loss and Dice per epoch, training vs validation: look for the gap that means overfitting."""
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = np.asarray(history.get("epoch", []), dtype=int) + 1
+    for key, ax, label in (("loss", loss_ax, "loss"), ("foreground_dice", dice_ax, "foreground Dice"),
+                           ("prostate_dice", dice_ax, "prostate Dice")):
+        if key in history:
+            ax.plot(epochs, history[key], "o-", label=f"train {label}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
+    loss_ax.set(title="Loss", xlabel="epoch")
+    dice_ax.set(title="Dice (hard, pooled)", xlabel="epoch", ylim=(0, 1))
+    for ax in (loss_ax, dice_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def legend_handles(classes=range(1, len(LABELS))) -> list[Patch]:
+    """Legend patches naming each class in its overlay colour."""
+    return [Patch(color=LABEL_COLOURS[LABELS[c]], label=LABELS[c]) for c in classes]
+
+
+def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, alpha: float = 0.45, title: str = ""):
+    """Draw one slice (axial view: left-right across, anterior at the top) with a label overlay."""
+    ax = ax or plt.subplots(figsize=(6, 3.2))[1]
+    ax.imshow(np.squeeze(image).T, cmap="gray")
+    if labels is not None:
+        ax.imshow(np.ma.masked_equal(labels.T, 0), cmap=LABEL_CMAP, vmin=0, vmax=len(LABELS) - 1,
+                  alpha=alpha, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    return ax
+
+
+
+def plot_class_frequencies(labels: np.ndarray):
+    """Share of voxels per class (log scale) and share of slices containing each class."""
+    counts = np.bincount(labels.ravel(), minlength=len(LABELS))
+    present = np.array([np.any(labels == c, axis=(1, 2)).mean() for c in range(len(LABELS))])
+    colours = ["#555555"] + [LABEL_COLOURS[n] for n in LABELS[1:]]
+    fig, (voxels_ax, slices_ax) = plt.subplots(1, 2, figsize=(11, 3.4))
+    voxels_ax.bar(LABELS, 100 * counts / counts.sum(), color=colours, edgecolor="black")
+    voxels_ax.set(yscale="log", ylabel="% of all voxels (log scale)", title="How much of the data is each class?")
+    slices_ax.bar(LABELS, 100 * present, color=colours, edgecolor="black")
+    slices_ax.set(ylabel="% of slices", ylim=(0, 105), title="How often does each class appear?")
+    for ax in (voxels_ax, slices_ax):
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def plot_intensity_histograms(images: np.ndarray, labels: np.ndarray, bins: int = 120):
+    """Normalised intensity distribution of each class: overlap means a threshold cannot separate them."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    values = images[..., 0]
+    edges = np.linspace(*np.percentile(values, [0.5, 99.8]), bins)
+    for c, name in enumerate(LABELS):
+        colour = "#555555" if c == 0 else LABEL_COLOURS[name]
+        ax.hist(values[labels == c], bins=edges, density=True, histtype="step", linewidth=2, color=colour, label=name)
+    ax.set(xlabel="z-scored intensity", ylabel="density", title="Intensity by class")
+    ax.legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_feature_maps(image: np.ndarray, maps: np.ndarray, titles: list[str]):
+    """The input slice next to feature maps ``[H, W, K]`` (e.g. after a 3×3 conv + ReLU)."""
+    count = maps.shape[-1] + 1
+    fig, axes = plt.subplots(1, count, figsize=(3.1 * count, 2.1))
+    axes[0].imshow(np.squeeze(image).T, cmap="gray")
+    axes[0].set_title("input")
+    for k, ax in enumerate(axes[1:]):
+        ax.imshow(maps[..., k].T, cmap="magma")
+        ax.set_title(titles[k], fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_unet_diagram(features: tuple[int, ...], input_shape: tuple[int, int] = (256, 128)):
+    """A U-shaped block diagram: one box per level (filters, resolution), skips across."""
+    depth = len(features) - 1
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    height, width = input_shape
+
+    def box(x, y, text, colour):
+        ax.add_patch(plt.Rectangle((x - 0.45, y - 0.3), 0.9, 0.6, facecolor=colour, edgecolor="black"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+    for level in range(depth + 1):
+        size = f"{height >> level}×{width >> level}"
+        y = depth - level
+        if level < depth:
+            box(level, y, f"enc{level + 1}\n{features[level]} filters\n{size}", "#cfe2ff")
+            box(2 * depth - level, y, f"dec{level + 1}\n{features[level]} filters\n{size}", "#d1f2d9")
+            ax.annotate("", xy=(2 * depth - level - 0.47, y), xytext=(level + 0.47, y),
+                        arrowprops=dict(arrowstyle="->", color="grey", linestyle="--"))
+            ax.text(depth, y + 0.12, "skip (concatenate)", ha="center", fontsize=7, color="grey")
+            ax.annotate("", xy=(level + 1, y - 1 + 0.3), xytext=(level, y - 0.3),
+                        arrowprops=dict(arrowstyle="->", color="#1f4e9c"))
+            ax.annotate("", xy=(2 * depth - level, y - 0.3), xytext=(2 * depth - level - 1, y - 1 + 0.3),
+                        arrowprops=dict(arrowstyle="->", color="#1b7a3a"))
+        else:
+            box(level, y, f"bridge\n{features[level]} filters\n{size}", "#ffe5b4")
+    ax.text(0, depth + 0.6, "input slice → ", ha="center", fontsize=9)
+    ax.text(2 * depth, depth + 0.6, "→ softmax: 6 class probabilities per pixel", ha="center", fontsize=9)
+    ax.text(depth / 2 - 0.6, depth / 2 - 0.6, "2×2 max-pool", color="#1f4e9c", fontsize=8, rotation=-40)
+    ax.text(1.5 * depth + 0.2, depth / 2 - 0.6, "2×2 up-sample", color="#1b7a3a", fontsize=8, rotation=40)
+    ax.set(xlim=(-0.7, 2 * depth + 0.7), ylim=(-0.6, depth + 0.9))
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray):
+    """Row-normalised confusion matrix: where does each true class end up?"""
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if rows[i, j] > 0.6 else "black")
+    ax.set(xticks=range(len(LABELS)), yticks=range(len(LABELS)), xlabel="predicted", ylabel="true",
+           title="Confusion (each row sums to 1)")
+    ax.set_xticklabels(LABELS, rotation=35)
+    ax.set_yticklabels(LABELS)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], columns: int = 4, alpha: float = 0.45):
+    """A grid of slices with their label overlays (e.g. augmented copies, worst cases)."""
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label_map, title in zip(axes.flat, images, labels, titles):
+        show_slice(image, label_map, ax=ax, alpha=alpha, title=title)
+        ax.title.set_fontsize(8)
+    fig.legend(handles=legend_handles(), loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+# --------------------------------------------------------------------------- slice viewer
+
+VIEWS = ("ground truth", "prediction", "error")
+
+
+def _case_week(key: str) -> str:
+    """'004_week_0_slice_12' → 'case 004 week 0' (the volume a slice belongs to)."""
+    case, _, week = key.split("_slice_")[0].partition("_week_")
+    return f"case {case} week {week}"
+
+
+class SliceViewer:
+    """Browse slices with a label overlay: pick a case-week and slice, opacity, classes, view.
+
+    ``images[N,H,W,1]`` with optional ``labels`` (ground truth), ``predictions`` and ``keys``
+    (dataset keys such as ``004_week_0_slice_12``, used to group slices by case-week).
+    Views: ground truth, prediction, or the error (pixels of a shown class where prediction
+    and truth disagree: red = missed, yellow = wrongly added).
+
+    Each frame is drawn to PNG and shown in an ``ipywidgets.Image``, so the viewer works
+    live in JupyterLab and, where widgets are not live (GitHub, nbconvert HTML, a stored
+    notebook), the last frame still shows as a static image.
+    """
+
+    def __init__(self, images, labels=None, predictions=None, keys=None, *, title: str = "", width: int = 640):
+        import ipywidgets as widgets
+
+        self.images, self.labels, self.predictions = images, labels, predictions
+        self.keys = list(keys) if keys is not None else [f"slice {i}" for i in range(len(images))]
+        self.title = title
+        self.groups: dict[str, list[int]] = {}
+        for index, key in enumerate(self.keys):
+            self.groups.setdefault(_case_week(key) if "_week_" in key else "all slices", []).append(index)
+
+        views = [v for v, ok in zip(VIEWS, (labels is not None, predictions is not None,
+                                            labels is not None and predictions is not None)) if ok] or ["image only"]
+        self.volume = widgets.Dropdown(options=list(self.groups), description="volume")
+        self.slice = widgets.IntSlider(0, 0, len(self.groups[self.volume.value]) - 1, description="slice",
+                                       continuous_update=False)
+        self.opacity = widgets.FloatSlider(0.45, min=0.0, max=1.0, step=0.05, description="opacity",
+                                           continuous_update=False)
+        self.view = widgets.ToggleButtons(options=views, description="view")
+        self.classes = {name: widgets.Checkbox(True, description=name, indent=False, layout=widgets.Layout(width="110px"))
+                        for name in LABELS[1:]}
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{width}px"))
+        for control in (self.slice, self.opacity, self.view, *self.classes.values()):
+            control.observe(self._redraw, names="value")
+        self.volume.observe(self._change_volume, names="value")
+        self.widget = widgets.VBox([
+            widgets.HBox([self.volume, self.slice]),
+            widgets.HBox([self.opacity, self.view]),
+            widgets.HBox(list(self.classes.values())),
+            self.image,
+        ])
+        self._redraw()
+
+    @property
+    def index(self) -> int:
+        """Index (into the arrays) of the slice on show."""
+        return self.groups[self.volume.value][self.slice.value]
+
+    def _change_volume(self, _change=None) -> None:
+        self.slice.max = len(self.groups[self.volume.value]) - 1
+        self.slice.value = min(self.slice.value, self.slice.max)
+        self._redraw()
+
+    def _redraw(self, _change=None) -> None:
+        self.image.value = self.render()
+
+    def overlay(self) -> np.ndarray:
+        """RGBA overlay ``[W, H, 4]`` (display orientation) for the current settings."""
+        index, shown = self.index, [LABELS.index(n) for n, box in self.classes.items() if box.value]
+        height, width = self.images.shape[1:3]
+        rgba = np.zeros((width, height, 4))
+        view = self.view.value
+        if view == "error":
+            truth, guess = self.labels[index].T, self.predictions[index].T
+            missed = np.isin(truth, shown) & (truth != guess)
+            added = np.isin(guess, shown) & (truth != guess)
+            rgba[added] = (1.0, 0.85, 0.0, self.opacity.value)
+            rgba[missed] = (1.0, 0.0, 0.0, self.opacity.value)
+        elif view in ("ground truth", "prediction"):
+            source = (self.labels if view == "ground truth" else self.predictions)[index].T
+            for c in shown:
+                colour = to_rgba(LABEL_COLOURS[LABELS[c]])
+                rgba[source == c] = (*colour[:3], self.opacity.value)
+        return rgba
+
+    def render(self) -> bytes:
+        """The current frame as PNG bytes (drawn off-screen, never shown by pyplot)."""
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(7, 3.9), dpi=90)
+        FigureCanvasAgg(figure)
+        ax = figure.add_axes([0.0, 0.0, 0.78, 0.9])
+        ax.imshow(np.squeeze(self.images[self.index]).T, cmap="gray")
+        ax.imshow(self.overlay(), interpolation="nearest")
+        ax.set_title(f"{self.title} {self.keys[self.index]} — {self.view.value}".strip(), fontsize=10)
+        ax.axis("off")
+        if self.view.value == "error":
+            handles = [Patch(color="red", label="missed"), Patch(color=(1.0, 0.85, 0.0), label="wrongly added")]
+        else:
+            handles = legend_handles()
+        figure.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs):
+        """Live widget where widgets run; the current frame as a PNG everywhere else."""
+        import base64
+
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        bundle["text/plain"] = f"SliceViewer({len(self.keys)} slices, showing {self.keys[self.index]})"
+        return bundle
