@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install unetlib with its dev extras
 
-test: $(STAMP)  ## run the whole test suite
-	$(BIN)/python -m pytest
+test: $(STAMP)  ## run the whole test suite: unit tests and every notebook (nbval, fast profile)
+	$(BIN)/python -m pytest --nbval
 
-demo: $(STAMP)  ## the main job: data check, train (quick, reused when done), evaluate on test
+demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run all notebooks, evaluate
 	$(BIN)/unetlib check-data
 	$(BIN)/unetlib train --preset quick --out runs/quick --reuse
+	$(BIN)/jupyter nbconvert --to notebook --execute --output-dir notebooks/executed notebooks/0*.ipynb
 	$(BIN)/unetlib evaluate runs/quick/model.keras --json runs/quick/test_scores.json
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
-	rm -rf data/phantom data/.phantom.partial runs .pytest_cache
+	rm -rf data/phantom data/.phantom.partial runs notebooks/executed .pytest_cache

@@ -1,5 +1,7 @@
 """Load TensorFlow (Keras' backend here) once, without its C++ start-up chatter.
 
+Import this module before ``keras`` (every unetlib module that needs Keras does).
+
 On a CPU-only machine TensorFlow prints CUDA probing and oneDNN notices straight to the
 process's stderr, below Python, where a notebook shows them in whatever cell first imports
 it. Modules that need Keras import this module first; the messages are dropped, while
@@ -25,7 +27,9 @@ def _import_tensorflow_quietly() -> None:
     sys.stderr.flush()
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # device probing logs too: do it while quiet
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -18,18 +18,22 @@ LABEL_CMAP = ListedColormap([to_rgba(LABEL_COLOURS[name]) for name in LABELS], n
 
 
 def plot_history(history: dict[str, list[float]]):
-    """Loss and Dice per epoch, training vs validation: look for the gap that means overfitting."""
+    """Loss and Dice per epoch, training (solid) vs validation (dashed): look for the gap that means overfitting."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = np.asarray(history.get("epoch", []), dtype=int) + 1
-    for key, ax, label in (("loss", loss_ax, "loss"), ("foreground_dice", dice_ax, "foreground Dice"),
-                           ("prostate_dice", dice_ax, "prostate Dice")):
+    for key, ax, label, colour in (("loss", loss_ax, "loss", "#333333"),
+                                   ("foreground_dice", dice_ax, "foreground Dice", "#3a86ff"),
+                                   ("prostate_dice", dice_ax, "prostate Dice", LABEL_COLOURS["prostate"])):
         if key in history:
-            ax.plot(epochs, history[key], "o-", label=f"train {label}")
+            ax.plot(epochs, history[key], "o-", color=colour, label=f"train {label}")
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
+            ax.plot(epochs, history[f"val_{key}"], "s--", color=colour, label=f"validation {label}")
     loss_ax.set(title="Loss", xlabel="epoch")
     dice_ax.set(title="Dice (hard, pooled)", xlabel="epoch", ylim=(0, 1))
     for ax in (loss_ax, dice_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -155,7 +159,7 @@ def plot_confusion(matrix: np.ndarray):
 def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], columns: int = 4, alpha: float = 0.45):
     """A grid of slices with their label overlays (e.g. augmented copies, worst cases)."""
     rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, label_map, title in zip(axes.flat, images, labels, titles):
