@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install test demo lab clean
+.PHONY: help install test demo bench lab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run
 	$(BIN)/unetlib train --preset quick --out runs/quick --reuse
 	$(BIN)/jupyter nbconvert --to notebook --execute --output-dir notebooks/executed notebooks/0*.ipynb
 	$(BIN)/unetlib evaluate runs/quick/model.keras --json runs/quick/test_scores.json
+
+bench: $(STAMP)  ## measure speed and memory on a full-size phantom (several minutes)
+	$(BIN)/python benchmarks/bench.py --size full
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
