@@ -11,6 +11,7 @@ import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,13 +131,10 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
             if present_true.any() and present_pred.any():
                 distances[index, c] = hausdorff95(present_true, present_pred, tuple(spacings[index]))
         per_slice[index][~np.bincount(truth.ravel(), minlength=NUM_CLASSES).astype(bool)] = np.nan
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (absent classes)
-            slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)
-            hd95 = np.nanmean(distances, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes never present
+        slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)
+        hd95 = np.nanmean(distances, axis=0)
     return EvaluationReport(split, len(y_true), dice_from_confusion(confusion), iou_from_confusion(confusion),
                             slice_mean, slice_sd, hd95, confusion, per_slice, list(keys or []))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+import csv
 import json
 import os
 import time
@@ -190,8 +191,6 @@ def _read_history(path: Path) -> dict[str, list[float]]:
     """Columns of a CSVLogger file as lists of floats (empty dict when there is none)."""
     if not path.is_file():
         return {}
-    import csv
-
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
