@@ -37,6 +37,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 8) -> float:
+    """Achieved GFLOP/s of a large square matrix product: the practical compute ceiling."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.normal((size, size)), dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
+    tf.linalg.matmul(a, b).numpy()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        tf.linalg.matmul(a, b).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 def timed(function, *args, **kwargs):
     started = time.perf_counter()
     result = function(*args, **kwargs)
@@ -75,6 +88,7 @@ def main() -> None:
         import unetlib.backend  # noqa: F401
         from unetlib.config import make_config
         from unetlib.evaluation import predict_labels
+        from unetlib.model import build_from_config, forward_flops_per_slice
         from unetlib.pipeline import make_dataset
         from unetlib.training import compile_model, measure_training_speed
 
@@ -88,13 +102,21 @@ def main() -> None:
         # One 8-slice batch per measurement: the original recipe under emulated bfloat16 can
         # take over a minute per step on a CPU without native bfloat16 support.
         sample_images, sample_labels = split.images[:8], split.labels[:8]
+        peaks = {"float32": matmul_peak_gflops("float32"), "mixed_bfloat16": matmul_peak_gflops("bfloat16", repeats=2)}
+        rows.append(("matmul ceiling float32 (2048x2048)", peaks["float32"], "GFLOP/s"))
+        rows.append(("matmul ceiling bfloat16 (2048x2048)", peaks["mixed_bfloat16"], "GFLOP/s"))
         speeds = {}
         for preset in ("seed", "quick"):
+            training_flops = 3 * forward_flops_per_slice(build_from_config(make_config(preset)))
+            rows.append((f"training FLOPs per slice, {preset}", training_flops / 1e9, "GFLOP"))
             for precision in ("float32", "mixed_bfloat16"):
                 config = make_config(preset, precision=precision)
                 speed = measure_training_speed(config, sample_images, sample_labels, steps=1)
                 speeds[(preset, precision)] = speed
+                achieved = speed * training_flops / 1e9
                 rows.append((f"training {preset} {precision}", speed, "slices/s"))
+                rows.append((f"training {preset} {precision} achieved", achieved, "GFLOP/s"))
+                rows.append((f"training {preset} {precision} / matmul ceiling", achieved / peaks[precision], "fraction"))
         quick = speeds[("quick", "float32")]
         rows.append(("pipeline / quick training speed", pipeline_speed / quick, "x"))
         rows.append(("quick / seed training speed (float32)", quick / speeds[("seed", "float32")], "x"))

@@ -193,3 +193,16 @@ def test_cli_errors_are_clear(tmp_path):
     write_nifti(tmp_path / "x.nii.gz", np.zeros((256, 128), np.float32))
     bad_root = _cli("train", "--preset", "smoke", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"))
     assert bad_root.returncode == 2 and "not a HipMRI data root" in bad_root.stderr
+
+
+def test_forward_flops_count_convolutions():
+    from unetlib.model import forward_flops_per_slice
+
+    inputs = keras.Input((8, 4, 2))
+    x = keras.layers.Conv2D(3, 3, padding="same")(inputs)  # 2*3*3*2*3 per position, 32 positions
+    x = keras.layers.Conv2DTranspose(5, 2, strides=2)(x)  # 2*2*2*3*5 per input position, 32 positions
+    model = keras.Model(inputs, x)
+    assert forward_flops_per_slice(model) == 2 * 9 * 2 * 3 * 32 + 2 * 4 * 3 * 5 * 32
+    quick = forward_flops_per_slice(build_unet((8, 16, 32, 64, 128)))
+    seed = forward_flops_per_slice(build_unet((64, 128, 256, 512, 512), normalisation="none"))
+    assert 10 < seed / quick < 100  # the original recipe is far more compute per slice

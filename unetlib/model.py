@@ -104,3 +104,23 @@ def receptive_field(depth: int, convs_per_block: int = 2) -> list[int]:
             field += stride  # the 2×2 pooling window
             stride *= 2
     return fields
+
+
+def forward_flops_per_slice(model: keras.Model) -> int:
+    """Floating-point operations of one forward pass for one slice, counted from the layers.
+
+    Convolutions dominate a UNet, so only they are counted: a multiply and an add per weight
+    per output position (``2·k·k·C_in·C_out·H_out·W_out``; for a transposed convolution the
+    kernel visits each *input* position). Training costs about three forward passes
+    (forward, gradient for inputs, gradient for weights).
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            if isinstance(layer, layers.Conv2DTranspose):
+                positions = layer.input.shape[1] * layer.input.shape[2]
+            else:
+                positions = layer.output.shape[1] * layer.output.shape[2]
+            total += 2 * kernel_h * kernel_w * channels_in * channels_out * positions
+    return int(total)
