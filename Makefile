@@ -23,7 +23,7 @@ test: $(STAMP)  ## run the whole test suite: unit tests and every notebook (nbva
 demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run all notebooks, evaluate
 	$(BIN)/unetlib check-data
 	$(BIN)/unetlib train --preset quick --out runs/quick --reuse
-	$(BIN)/jupyter nbconvert --to notebook --execute --output-dir notebooks/executed notebooks/0*.ipynb
+	$(BIN)/jupyter nbconvert --to notebook --execute --output-dir runs/notebooks notebooks/0*.ipynb
 	$(BIN)/unetlib evaluate runs/quick/model.keras --json runs/quick/test_scores.json
 
 bench: $(STAMP)  ## measure speed and memory on a full-size phantom (several minutes)
@@ -33,4 +33,4 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
-	rm -rf data/phantom data/.phantom.partial runs notebooks/executed .pytest_cache
+	rm -rf data/phantom data/.phantom.partial runs .pytest_cache

@@ -1,7 +1,5 @@
 """Load TensorFlow (Keras' backend here) once, without its C++ start-up chatter.
 
-Import this module before ``keras`` (every unetlib module that needs Keras does).
-
 On a CPU-only machine TensorFlow prints CUDA probing and oneDNN notices straight to the
 process's stderr, below Python, where a notebook shows them in whatever cell first imports
 it. Modules that need Keras import this module first; the messages are dropped, while

@@ -75,6 +75,10 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, metavar="ROOT", help="data root (default: see unetlib --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unetlib", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="show informational log messages")
@@ -118,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same command again after an interruption resumes from the last finished epoch. "
         "Flags override the preset's values.",
     )
-    train.add_argument("--data", type=Path, metavar="ROOT", help="data root (default: see unetlib --help)")
+    _add_data_option(train)
     train.add_argument("--preset", choices=list(PRESETS), default="quick",
                        help="seed: the original recipe; quick: our laptop default (10 min budget); "
                        "smoke: seconds, for tests; full: a long run (default: quick)")
@@ -144,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(prostate Dice >= 0.75) as PASS/FAIL.",
     )
     evaluate.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
-    evaluate.add_argument("--data", type=Path, metavar="ROOT", help="data root (default: see unetlib --help)")
+    _add_data_option(evaluate)
     evaluate.add_argument("--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)")
     evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
     evaluate.set_defaults(run=_evaluate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -100,9 +100,8 @@ class Config:
         return cls(**values)
 
 
-
 PRESETS: dict[str, dict] = {
-    # The original course recipe: a 31M-parameter UNet with plain 3×3 conv + ReLU blocks,
+    # The original course recipe: a 20.5M-parameter UNet with plain 3×3 conv + ReLU blocks,
     # no normalisation, transposed-conv upsampling, Adam and categorical cross-entropy.
     "seed": dict(features=(64, 128, 256, 512, 512), normalisation="none", upsampling="transpose",
                  loss="ce", learning_rate=1e-3, batch_size=32, augment=False, prostate_oversampling=1, epochs=40),

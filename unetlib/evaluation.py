@@ -125,12 +125,13 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     per_slice = np.full((len(y_true), NUM_CLASSES), np.nan)
     distances = np.full((len(y_true), NUM_CLASSES), np.nan)
     for index, (truth, guess) in enumerate(zip(y_true, y_pred)):
-        per_slice[index] = dice_from_confusion(confusion_matrix(truth, guess))
+        slice_confusion = confusion_matrix(truth, guess)
+        per_slice[index] = dice_from_confusion(slice_confusion)
+        per_slice[index][slice_confusion.sum(axis=1) == 0] = np.nan  # class absent from the truth
         for c in range(1, NUM_CLASSES):
             present_true, present_pred = truth == c, guess == c
             if present_true.any() and present_pred.any():
                 distances[index, c] = hausdorff95(present_true, present_pred, tuple(spacings[index]))
-        per_slice[index][~np.bincount(truth.ravel(), minlength=NUM_CLASSES).astype(bool)] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes never present
         slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)

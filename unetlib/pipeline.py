@@ -83,7 +83,8 @@ def make_dataset(
     """A dataset of ``(images [B,H,W,1] float32, labels [B,H,W] uint8)`` batches.
 
     ``indices`` selects (and may repeat) the slices to stream, without copying the arrays;
-    by default every slice once. With ``shuffle`` the order changes every epoch (reproducibly, from ``seed``); with
+    by default every slice once. With ``shuffle`` the order changes every epoch
+    (reproducibly, from ``seed``); with
     ``augment`` each batch is augmented by :func:`augment_batch` with a seed derived from
     ``seed`` and the batch's position in the stream; with ``repeat`` the stream never ends
     (pair it with ``steps_per_epoch``).
@@ -92,12 +93,12 @@ def make_dataset(
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
     height, width = images.shape[1:3]
 
-    def gather(indices):
-        indices = np.sort(indices)  # sorted reads are friendlier to the memory system
-        return images[indices], labels[indices]
+    def gather(batch_indices):
+        batch_indices = np.sort(batch_indices)  # sorted reads are friendlier to the memory system
+        return images[batch_indices], labels[batch_indices]
 
-    def load(indices):
-        batch_images, batch_labels = tf.numpy_function(gather, [indices], [tf.float32, tf.uint8], stateful=False)
+    def load(batch_indices):
+        batch_images, batch_labels = tf.numpy_function(gather, [batch_indices], [tf.float32, tf.uint8], stateful=False)
         batch_images.set_shape([None, height, width, 1])
         batch_labels.set_shape([None, height, width])
         return batch_images, batch_labels

@@ -56,7 +56,7 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
         probs = np.asarray(model.predict_on_batch(batch))
         for path, prob in zip(chunk, probs):
             source = nib.load(path)
-            shape2d = tuple(s for s in source.shape[:2])
+            shape2d = source.shape[:2]
             labels = fit_to_shape(np.argmax(prob, axis=-1).astype(np.uint8), shape2d).reshape(source.shape)
             header = source.header.copy()
             header.set_data_dtype(np.uint8)

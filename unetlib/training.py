@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,16 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+@contextmanager
+def precision_policy(precision: str):
+    """Run the enclosed Keras work under a precision policy, then return to float32."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def compile_model(config: Config) -> keras.Model:
     """Build the UNet of ``config`` and compile it with its loss, Adam and Dice metrics."""
     model = build_from_config(config)
@@ -143,8 +154,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
     config.save(out / "config.json")
 
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.precision)
-    try:
+    with precision_policy(config.precision):
         root = resolve_data_root(config.data)
         train_split = load_split(root, "train")
         validate_split = load_split(root, "validate")
@@ -170,13 +180,15 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
                   epochs=config.epochs, validation_data=validate_data, callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself, reproducibly
         seconds = time.monotonic() - started
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
     history = _read_history(out / "history.csv")
+    import matplotlib.pyplot as plt
+
     from unetlib.viz import plot_history
 
-    plot_history(history).savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    figure = plot_history(history)
+    figure.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
     summary = {
         "epochs_run": len(history.get("epoch", [])),
         "best_val_prostate_dice": max(history.get(MONITOR, [float("nan")])),
@@ -198,8 +210,7 @@ def _read_history(path: Path) -> dict[str, list[float]]:
 
 def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarray, steps: int = 2) -> float:
     """Training throughput (slices/s) of ``config``'s model on one batch, after a warm-up step."""
-    keras.mixed_precision.set_global_policy(config.precision)
-    try:
+    with precision_policy(config.precision):
         model = compile_model(config)
         batch = min(config.batch_size, len(images))
         x, y = images[:batch], labels[:batch]
@@ -208,5 +219,3 @@ def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarra
         for _ in range(steps):
             model.train_on_batch(x, y)
         return steps * batch / (time.perf_counter() - started)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")

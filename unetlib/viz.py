@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-if not matplotlib.get_backend().lower().startswith(("module://", "inline", "nbagg", "widget", "ipympl")):
-    matplotlib.use("Agg")  # headless by default; notebooks keep their inline backend
-
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap, to_rgba
+from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch
 
 from unetlib.labels import LABEL_COLOURS, LABELS
 
-LABEL_CMAP = ListedColormap([to_rgba(LABEL_COLOURS[name]) for name in LABELS], name="hipmri")
+FOREGROUND = tuple(range(1, len(LABELS)))
+
+
+def label_overlay(labels: np.ndarray, classes=FOREGROUND, alpha: float = 0.45) -> np.ndarray:
+    """RGBA overlay of a label map in display orientation (``[W, H, 4]``, i.e. transposed).
+
+    Pixels of the listed classes get their class colour at opacity ``alpha``; all others
+    stay transparent.
+    """
+    rgba = np.zeros((*labels.T.shape, 4))
+    for c in classes:
+        rgba[labels.T == c] = (*to_rgba(LABEL_COLOURS[LABELS[c]])[:3], alpha)
+    return rgba
 
 
 def plot_history(history: dict[str, list[float]]):
@@ -40,7 +47,7 @@ def plot_history(history: dict[str, list[float]]):
     return fig
 
 
-def legend_handles(classes=range(1, len(LABELS))) -> list[Patch]:
+def legend_handles(classes=FOREGROUND) -> list[Patch]:
     """Legend patches naming each class in its overlay colour."""
     return [Patch(color=LABEL_COLOURS[LABELS[c]], label=LABELS[c]) for c in classes]
 
@@ -50,8 +57,7 @@ def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, 
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
     ax.imshow(np.squeeze(image).T, cmap="gray")
     if labels is not None:
-        ax.imshow(np.ma.masked_equal(labels.T, 0), cmap=LABEL_CMAP, vmin=0, vmax=len(LABELS) - 1,
-                  alpha=alpha, interpolation="nearest")
+        ax.imshow(label_overlay(labels, alpha=alpha), interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
     return ax
@@ -241,20 +247,19 @@ class SliceViewer:
     def overlay(self) -> np.ndarray:
         """RGBA overlay ``[W, H, 4]`` (display orientation) for the current settings."""
         index, shown = self.index, [LABELS.index(n) for n, box in self.classes.items() if box.value]
+        view, alpha = self.view.value, self.opacity.value
+        if view == "ground truth":
+            return label_overlay(self.labels[index], shown, alpha)
+        if view == "prediction":
+            return label_overlay(self.predictions[index], shown, alpha)
         height, width = self.images.shape[1:3]
         rgba = np.zeros((width, height, 4))
-        view = self.view.value
         if view == "error":
             truth, guess = self.labels[index].T, self.predictions[index].T
             missed = np.isin(truth, shown) & (truth != guess)
             added = np.isin(guess, shown) & (truth != guess)
-            rgba[added] = (1.0, 0.85, 0.0, self.opacity.value)
-            rgba[missed] = (1.0, 0.0, 0.0, self.opacity.value)
-        elif view in ("ground truth", "prediction"):
-            source = (self.labels if view == "ground truth" else self.predictions)[index].T
-            for c in shown:
-                colour = to_rgba(LABEL_COLOURS[LABELS[c]])
-                rgba[source == c] = (*colour[:3], self.opacity.value)
+            rgba[added] = (1.0, 0.85, 0.0, alpha)
+            rgba[missed] = (1.0, 0.0, 0.0, alpha)
         return rgba
 
     def render(self) -> bytes:
