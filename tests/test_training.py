@@ -206,3 +206,69 @@ def test_forward_flops_count_convolutions():
     quick = forward_flops_per_slice(build_unet((8, 16, 32, 64, 128)))
     seed = forward_flops_per_slice(build_unet((64, 128, 256, 512, 512), normalisation="none"))
     assert 10 < seed / quick < 100  # the original recipe is far more compute per slice
+
+
+def test_fused_batch_norm_matches_keras_batch_norm_and_survives_saving(tmp_path):
+    from unetlib.model import FusedBatchNormalization
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(4, 16, 8, 5)) * 3 + 2).astype(np.float32)
+    fused, plain = FusedBatchNormalization(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)
+    fused.build(x.shape), plain.build(x.shape)
+    for layer in (fused, plain):
+        layer.gamma.assign(rng.uniform(0.5, 2, 5).astype(np.float32))
+        layer.beta.assign(np.arange(5, dtype=np.float32))
+    plain.gamma.assign(fused.gamma), plain.beta.assign(fused.beta)
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-4)
+    # Moving statistics move the same way (the fused kernel's variance is unbiased: n/(n-1)).
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, atol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-2)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-2)
+
+    model = build_unet((4, 8, 16))
+    assert any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
+    model.save(tmp_path / "model.keras")
+    images = rng.normal(size=(2, 256, 128, 1)).astype(np.float32)
+    np.testing.assert_allclose(load_model(tmp_path / "model.keras")(images), model(images), atol=1e-6)
+
+
+def test_precision_is_bfloat16_only_where_the_cpu_computes_it_natively(tmp_path):
+    from unetlib.backend import cpu_flags, default_precision, resolve_precision
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n")
+    sapphire = tmp_path / "sapphire"
+    sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert {"avx2", "fma"} <= cpu_flags(avx2) and cpu_flags(tmp_path / "missing") == set()
+    if not tf.config.list_physical_devices("GPU"):  # a bfloat16-capable GPU decides by itself
+        assert default_precision(avx2) == "float32"
+    assert default_precision(sapphire) == "mixed_bfloat16"
+    assert resolve_precision("float32") == "float32" and resolve_precision("auto") in ("float32", "mixed_bfloat16")
+    with pytest.raises(ValueError, match="precision"):
+        make_config("quick", precision="float16")
+
+
+def test_oversampling_changes_which_slices_fill_an_epoch_not_its_length(tiny_phantom, tmp_path):
+    from unetlib.data import load_split
+    from unetlib.labels import PROSTATE
+    from unetlib.training import training_indices
+
+    labels = load_split(tiny_phantom, "train", progress=False).labels
+    stream = training_indices(labels, None, 3)
+    has_prostate = np.any(labels == PROSTATE, axis=(1, 2))
+    assert 0 < has_prostate.sum() < len(labels)
+    assert len(stream) == len(labels) + 2 * has_prostate.sum() and set(stream) == set(range(len(labels)))
+    batches = []
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            batches.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            batches[-1] += 1
+
+    config = make_config("smoke", data=str(tiny_phantom), epochs=2, max_train_slices=16, batch_size=4)
+    assert len(training_indices(labels, 16, config.prostate_oversampling)) > 16  # oversampling is active
+    train(config, tmp_path / "run", verbose=0, callbacks=[CountBatches()])
+    assert batches == [16 // 4] * 2
+    assert json.loads((tmp_path / "run" / "complete.json").read_text())["precision"] in ("float32", "mixed_bfloat16")

@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, help="Adam learning rate")
     train.add_argument("--loss", choices=["ce", "dice", "dice_ce"], help="training loss")
     train.add_argument("--features", metavar="F1,F2,...", help="filters per level, bridge last, e.g. 16,32,64,128,256")
-    train.add_argument("--precision", choices=["float32", "mixed_bfloat16"], help="compute precision")
+    train.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"],
+                       help="compute precision; auto (the default) uses mixed_bfloat16 only where the CPU or GPU "
+                            "computes bfloat16 natively, float32 elsewhere")
     train.add_argument("--max-minutes", type=float, help="stop training after this many minutes (the shortened last epoch is still validated)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="data augmentation on/off")
     train.add_argument("--seed", type=int, help="random seed")

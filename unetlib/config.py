@@ -30,9 +30,12 @@ class Config:
         epochs: maximum number of passes over the training slices.
         batch_size: slices per step.
         augment: random flips, small rotations/scaling and intensity jitter in training.
-        prostate_oversampling: each training slice containing prostate is shown this many
-            times per epoch (1: no oversampling) — the rare class gets more gradient signal.
-        precision: ``"float32"`` or ``"mixed_bfloat16"`` (the output layer stays float32).
+        prostate_oversampling: training slices containing prostate are drawn this many times
+            as often as the others (1: no oversampling), so the rare class gets more gradient
+            signal. An epoch stays as many slices as the training split has.
+        precision: ``"auto"`` (mixed_bfloat16 where the hardware computes bfloat16 natively,
+            float32 elsewhere: :func:`unetlib.backend.default_precision`), ``"float32"`` or
+            ``"mixed_bfloat16"`` (the output layer stays float32).
         seed: one seed for data order, augmentation and initialisation.
         max_train_slices: use only this many training slices (None: all) — for smoke runs.
         max_minutes: stop training after this much wall time (None: no limit).
@@ -52,7 +55,7 @@ class Config:
     batch_size: int = 8
     augment: bool = True
     prostate_oversampling: int = 3
-    precision: str = "float32"
+    precision: str = "auto"
     seed: int = 0
     max_train_slices: int | None = None
     max_minutes: float | None = None
@@ -63,7 +66,7 @@ class Config:
             "normalisation": ("batch", "none"),
             "upsampling": ("transpose", "bilinear"),
             "loss": ("ce", "dice", "dice_ce"),
-            "precision": ("float32", "mixed_bfloat16"),
+            "precision": ("auto", "float32", "mixed_bfloat16"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:

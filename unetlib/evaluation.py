@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from unetlib.data import find_pairs, load_split, resolve_data_root
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
+import unetlib.model  # noqa: F401  (registers the custom layers for loading)
 
 CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
 """The course criterion: prostate Dice ≥ 0.75 on the test split."""

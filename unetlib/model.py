@@ -9,9 +9,41 @@ from __future__ import annotations
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
+
+
+@keras.saving.register_keras_serializable(package="unetlib")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, computed by TensorFlow's fused batch-norm kernel.
+
+    Keras 3 builds batch norm from about ten separate operations (mean, squared difference,
+    subtract, multiply, ...), each a pass over the activation and its gradient; for a thin
+    UNet on a CPU those passes cost about a quarter of a training step. TensorFlow's
+    ``FusedBatchNormV3`` (oneDNN on CPU, cuDNN on GPU) does the same maths in one kernel
+    each way. Weights, moving statistics, momentum and epsilon are those of the parent
+    class; any case the fused kernel does not cover (a mask, renormalisation, another
+    axis) falls back to it.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        rank = len(inputs.shape)
+        if mask is not None or self.renorm or rank != 4 or self.axis not in (-1, rank - 1):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)  # statistics in float32, as the parent class does
+        channels = x.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels])
+        beta = self.beta if self.center else tf.zeros([channels])
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                                                       epsilon=self.epsilon, is_training=False)
+        return tf.cast(y, self.compute_dtype)
 
 
 def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout: float = 0.0):
@@ -20,7 +52,7 @@ def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout
         x = layers.Conv2D(filters, 3, padding="same", use_bias=normalisation == "none",
                           kernel_initializer="he_normal", name=f"{name}_conv{index}")(x)
         if normalisation == "batch":
-            x = layers.BatchNormalization(name=f"{name}_norm{index}")(x)
+            x = FusedBatchNormalization(name=f"{name}_norm{index}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)

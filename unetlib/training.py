@@ -13,7 +13,7 @@ A run's folder holds everything it produced::
 
 from __future__ import annotations
 
-import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
+from unetlib.backend import resolve_precision
 
 import csv
 import json
@@ -94,8 +94,9 @@ class TimeBudget(keras.callbacks.Callback):
 
 @contextmanager
 def precision_policy(precision: str):
-    """Run the enclosed Keras work under a precision policy, then return to float32."""
-    keras.mixed_precision.set_global_policy(precision)
+    """Run the enclosed Keras work under a precision policy (``"auto"``: this machine's
+    :func:`~unetlib.backend.default_precision`), then return to float32."""
+    keras.mixed_precision.set_global_policy(resolve_precision(precision))
     try:
         yield
     finally:
@@ -136,13 +137,15 @@ def is_complete(out: Path | str, config: Config) -> bool:
         return False
 
 
-def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int | str = "auto") -> TrainResult:
+def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int | str = "auto",
+          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
     """Train the UNet ``config`` describes and write the run's files under ``out``.
 
     Running the same command again after an interruption resumes from the last finished
     epoch (Keras ``BackupAndRestore``). With ``reuse``, a finished run of the same config in
     ``out`` is returned as it is instead of training again. A finished run of a different
-    config in ``out`` is an error rather than being overwritten.
+    config in ``out`` is an error rather than being overwritten. ``callbacks`` are extra Keras
+    callbacks, run after the kit's own.
     """
     out = Path(out)
     if reuse and is_complete(out, config):
@@ -159,6 +162,9 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         train_split = load_split(root, "train")
         validate_split = load_split(root, "validate")
         chosen = training_indices(train_split.labels, config.max_train_slices, config.prostate_oversampling)
+        # An epoch is as many slices as the training split has; oversampling changes which
+        # slices fill it, not its length (the stream repeats, so none is left out over epochs).
+        epoch_steps = steps_for(len(np.unique(chosen)), config.batch_size)
         validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
 
         train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=chosen, shuffle=True,
@@ -166,7 +172,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         validate_data = make_dataset(validate_split.images, validate_split.labels, config.batch_size, indices=validate_chosen)
         model = compile_model(config)
         earlier = _read_history(out / "history.csv")  # non-empty when resuming
-        callbacks = [
+        run_callbacks = [
             keras.callbacks.BackupAndRestore(str(out / "backup")),
             AtomicBestCheckpoint(out / "model.keras", best=max(earlier.get(MONITOR, [-np.inf]))),
             keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.patience),
@@ -174,10 +180,11 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
             keras.callbacks.TerminateOnNaN(),
         ]
         if config.max_minutes:
-            callbacks.append(TimeBudget(config.max_minutes))
+            run_callbacks.append(TimeBudget(config.max_minutes))
+        run_callbacks += list(callbacks or [])
         started = time.monotonic()
-        model.fit(train_data, steps_per_epoch=steps_for(len(chosen), config.batch_size),
-                  epochs=config.epochs, validation_data=validate_data, callbacks=callbacks, verbose=verbose,
+        model.fit(train_data, steps_per_epoch=epoch_steps,
+                  epochs=config.epochs, validation_data=validate_data, callbacks=run_callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself, reproducibly
         seconds = time.monotonic() - started
 
@@ -193,6 +200,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         "epochs_run": len(history.get("epoch", [])),
         "best_val_prostate_dice": max(history.get(MONITOR, [float("nan")])),
         "seconds_this_session": round(seconds, 1),
+        "precision": resolve_precision(config.precision),
         "data_root": str(root),
     }
     (out / "complete.json").write_text(json.dumps(summary, indent=2) + "\n")
