@@ -155,12 +155,21 @@ def test_normalise_is_zscore_and_finite_on_constant_slice():
 
 def test_load_split_types_shapes_and_order(tiny_phantom):
     split = load_split(tiny_phantom, "test", progress=False)
-    assert split.images.shape == (32, 256, 128, 1) and split.images.dtype == np.float32
+    assert split.images.shape == (32, 256, 128, 1) and split.images.dtype == np.float16
     assert split.labels.shape == (32, 256, 128) and split.labels.dtype == np.uint8
     assert split.keys == [p.key for p in find_pairs(tiny_phantom, "test")]
     assert split.labels.max() == 5
     # Each slice is z-scored on its own.
     assert np.allclose(split.images.mean(axis=(1, 2, 3)), 0, atol=1e-3)
+
+
+def test_split_images_in_float16_stay_within_float16_rounding_of_the_float32_z_scores(tiny_phantom):
+    split = load_split(tiny_phantom, "test", progress=False)
+    raw = load_split(tiny_phantom, "test", normalised=False, progress=False)
+    assert raw.images.dtype == np.float32  # raw scanner values keep full precision
+    for index, pair in enumerate(find_pairs(tiny_phantom, "test")):
+        exact = normalise(read_image(pair.image_path))
+        np.testing.assert_allclose(split.images[index, ..., 0].astype(np.float32), exact, rtol=2**-10, atol=1e-4)
 
 
 def test_cache_is_reused_without_reading_files(tiny_phantom, monkeypatch):

@@ -94,6 +94,11 @@ def test_augmentation_moves_image_and_mask_together():
         assert overlap > 0.9
     again = augment_batch(tf.constant(image), tf.constant(labels), tf.constant([0, 4], tf.int64))[1].numpy()
     np.testing.assert_array_equal(again, out_labels)  # same seed, same augmentation
+    # A decoded split stores float16 images: they augment the same, and come out float32.
+    half_image, half_labels = augment_batch(tf.constant(image.astype(np.float16)), tf.constant(labels),
+                                            tf.constant([0, 4], tf.int64))
+    assert half_image.dtype == tf.float32
+    np.testing.assert_array_equal(half_labels.numpy(), out_labels)
 
 
 def test_dataset_batches_every_slice_once_per_epoch():

@@ -41,7 +41,7 @@ def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16,
     """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``."""
     out = np.empty(images.shape[:3], dtype=np.uint8)
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        probabilities = model.predict_on_batch(images[start : start + batch_size])
+        probabilities = model.predict_on_batch(images[start : start + batch_size].astype(np.float32))
         out[start : start + batch_size] = np.argmax(probabilities, axis=-1)
     return out
 

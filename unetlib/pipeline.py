@@ -43,6 +43,7 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, seed) -> tuple[tf.Tensor
     seed gives the same augmentation.
     """
     flip_seed, geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    images = tf.cast(images, tf.float32)  # a split's float16 images come out as float32
     count = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
     masks = tf.cast(labels[..., None], tf.float32)
@@ -95,7 +96,7 @@ def make_dataset(
 
     def gather(batch_indices):
         batch_indices = np.sort(batch_indices)  # sorted reads are friendlier to the memory system
-        return images[batch_indices], labels[batch_indices]
+        return images[batch_indices].astype(np.float32), labels[batch_indices]
 
     def load(batch_indices):
         batch_images, batch_labels = tf.numpy_function(gather, [batch_indices], [tf.float32, tf.uint8], stateful=False)

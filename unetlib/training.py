@@ -103,9 +103,10 @@ def precision_policy(precision: str):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def compile_model(config: Config) -> keras.Model:
-    """Build the UNet of ``config`` and compile it with its loss, Adam and Dice metrics."""
-    model = build_from_config(config)
+def compile_model(config: Config, model: keras.Model | None = None) -> keras.Model:
+    """Compile ``model`` (by default the UNet ``config`` describes) with the config's loss,
+    Adam and Dice metrics."""
+    model = build_from_config(config) if model is None else model
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=get_loss(config.loss, config.class_weights),
@@ -124,7 +125,8 @@ def _subset(count: int, limit: int | None) -> np.ndarray:
 def training_indices(labels: np.ndarray, limit: int | None, prostate_oversampling: int) -> np.ndarray:
     """Training slice indices, with slices containing prostate repeated ``prostate_oversampling`` times."""
     chosen = _subset(len(labels), limit)
-    has_prostate = np.any(labels[chosen] == PROSTATE, axis=(1, 2))
+    # Slice by slice: a whole-split comparison would briefly need a second split-sized array.
+    has_prostate = np.array([np.any(labels[index] == PROSTATE) for index in chosen], dtype=bool)
     return np.concatenate([chosen] + [chosen[has_prostate]] * (prostate_oversampling - 1))
 
 
@@ -221,7 +223,7 @@ def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarra
     with precision_policy(config.precision):
         model = compile_model(config)
         batch = min(config.batch_size, len(images))
-        x, y = images[:batch], labels[:batch]
+        x, y = np.asarray(images[:batch], np.float32), labels[:batch]
         model.train_on_batch(x, y)  # the first step traces and compiles the graph
         started = time.perf_counter()
         for _ in range(steps):
