@@ -1,27 +1,49 @@
 """Speed and memory of the kit, measured in one run so the ratios compare like with like.
 
-    python benchmarks/bench.py [--size full|small] [--out benchmarks/results]
+    python benchmarks/bench.py [--size full|small] [--dice-cap-minutes 15] [--out benchmarks/results]
 
-Writes ``results.json`` and ``results.md`` (a Markdown table) to ``--out``. Measures:
-phantom generation time; first decode and cached reload of the train split (with peak
-resident memory); input-pipeline throughput with augmentation; training throughput of
-the ``seed`` and ``quick`` presets in float32 and mixed_bfloat16; inference throughput.
+Writes ``results.json`` and ``results.md`` (a Markdown table) to ``--out``. Measures, on a
+freshly generated phantom:
+
+* phantom generation; first decode and cached reload of the train split, with peak memory;
+* input-pipeline throughput with augmentation, against the model's training throughput;
+* the matrix-product ceiling of this machine in float32 and bfloat16;
+* training throughput of the ``seed`` and ``quick`` presets in float32 and mixed_bfloat16,
+  as slices/s and as achieved GFLOP/s against that ceiling; ``quick`` with oneDNN off;
+* where a ``quick`` training step spends its time, from the TensorFlow profiler;
+* inference throughput;
+* one full-size epoch of ``quick`` (``unetlib`` training as a user runs it): wall time and
+  peak resident memory of that process;
+* time-to-Dice: training wall time until validation prostate Dice first reaches 0.75, for
+  ``quick`` and ``seed``, capped at ``--dice-cap-minutes``.
+
+Measurements that depend on process-wide settings (oneDNN on/off, peak memory of a run) run
+in a fresh Python process of this same script (the ``--child-*`` options).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+DICE_TARGET = 0.75
+DICE_CHECKS_MINUTES = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30)
+"""When (minutes of training) the time-to-Dice runs check validation Dice: the same for every preset."""
+DICE_VALIDATION_STRIDE = 10
+"""Time-to-Dice checks every 10th validation slice, so that a check of ``seed`` takes seconds, not minutes."""
 
-def peak_rss_gb() -> float:
+
+def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
@@ -37,8 +59,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def in_fresh_process(option: str, *values: str, env: dict | None = None) -> dict:
+    """Run this script with ``--child-OPTION VALUES`` and return the JSON it prints last."""
+    command = [sys.executable, __file__, f"--child-{option}", *values]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
 def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 8) -> float:
     """Achieved GFLOP/s of a large square matrix product: the practical compute ceiling."""
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     import tensorflow as tf
 
     a = tf.cast(tf.random.normal((size, size)), dtype)
@@ -50,91 +91,336 @@ def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 8) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def timed(function, *args, **kwargs):
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - started
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=["small", "full"], default="full", help="phantom size to measure on")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-
+def sample_batch(count: int = 8):
+    """A reproducible batch of random slices: speed does not depend on the values."""
     import numpy as np
 
+    from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(count, *SLICE_SHAPE, 1)).astype(np.float32)
+    return images, rng.integers(0, NUM_CLASSES, (count, *SLICE_SHAPE)).astype(np.uint8)
+
+
+def training_speed(preset: str, precision: str, steps: int) -> float:
+    from unetlib.config import make_config
+    from unetlib.training import measure_training_speed
+
+    return measure_training_speed(make_config(preset, precision=precision), *sample_batch(), steps=steps)
+
+
+def batch_norm_comparison(rounds: int = 5, steps: int = 10) -> tuple[float, float]:
+    """Training speed (slices/s) of ``quick`` with the fused batch norm and with Keras' own,
+    the two models timed in alternation (``rounds`` × ``steps`` each) so that a busy machine
+    slows both alike."""
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
+    import keras
+
+    from unetlib.config import make_config
+    from unetlib.model import FusedBatchNormalization, build_from_config
+    from unetlib.training import compile_model
+
+    def plain(layer):
+        if isinstance(layer, FusedBatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    config = make_config("quick", precision="float32")
+    fused = compile_model(config)
+    unfused = compile_model(config, keras.models.clone_model(build_from_config(config), clone_function=plain))
+    images, labels = sample_batch()
+    seconds = {id(fused): 0.0, id(unfused): 0.0}
+    for model in (fused, unfused):
+        model.train_on_batch(images, labels)  # trace and compile
+    for _ in range(rounds):
+        for model in (fused, unfused):
+            started = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(images, labels)
+            seconds[id(model)] += time.perf_counter() - started
+    slices = rounds * steps * len(images)
+    return slices / seconds[id(fused)], slices / seconds[id(unfused)]
+
+
+def profile_training_step(steps: int = 6) -> dict[str, float]:
+    """Share of operation time per kind of work in ``quick`` training steps (TensorFlow profiler).
+
+    Operation times are summed over TensorFlow's executor threads, so the shares say where
+    the work goes; the ``wall`` entry is seconds per step.
+    """
+    import glob
+
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from unetlib.config import make_config
+    from unetlib.training import compile_model
+
+    model = compile_model(make_config("quick"))
+    images, labels = sample_batch()
+    for _ in range(2):
+        model.train_on_batch(images, labels)
+    logdir = tempfile.mkdtemp(prefix="unetlib-profile-")
+    tf.profiler.experimental.start(logdir)
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, labels)
+    wall = (time.perf_counter() - started) / steps
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    shutil.rmtree(logdir, ignore_errors=True)
+
+    kinds: collections.Counter[str] = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:  # "scope/of/the/op:OpType"; "Class::method" events are the executor's own
+                    kinds[_kind_of_op(*name.rsplit(":", 1))] += event.duration_ps
+    total = sum(kinds.values())
+    shares = {kind: value / total for kind, value in kinds.items()}
+    shares["wall"] = wall
+    return shares
+
+
+def _kind_of_op(scope: str, op_type: str) -> str:
+    if "Conv2D" in op_type:
+        return "convolutions (forward and both gradients)"
+    if "BatchNorm" in op_type:
+        return "batch norm"
+    if scope.startswith("compile_loss") or "dice" in scope or op_type.startswith("SparseSoftmax"):
+        return "loss and Dice metrics"
+    if "adam" in scope.lower() or op_type.startswith(("Assign", "ResourceApply")):
+        return "optimiser update"
+    return "other: ReLU, pooling, concat, softmax, bookkeeping"
+
+
+def full_epoch(root: Path, out: Path) -> dict:
+    """One epoch of ``quick`` as ``unetlib train`` runs it (run in a fresh process)."""
+    from unetlib.config import make_config
+    from unetlib.data import load_split
+    from unetlib.training import train
+
+    slices = len(load_split(root, "train", progress=False).images)
+    config = make_config("quick", data=str(root), epochs=1, max_minutes=600)
+    started = time.perf_counter()
+    result = train(config, out, verbose=0)
+    return {"seconds": time.perf_counter() - started, "slices": slices, "peak_rss_gib": peak_rss_gib(),
+            "val_prostate_dice": result.history["val_prostate_dice"][-1]}
+
+
+def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
+    """Training wall time (the Dice checks themselves excluded) until validation prostate Dice
+    first reaches :data:`DICE_TARGET`, checked at :data:`DICE_CHECKS_MINUTES`."""
+    import keras
+
+    from unetlib.config import make_config
+    from unetlib.data import load_split
+    from unetlib.evaluation import predict_labels
+    from unetlib.labels import PROSTATE
+    from unetlib.metrics import dice_per_class
+    from unetlib.pipeline import make_dataset
+    from unetlib.training import compile_model, precision_policy, training_indices
+
+    config = make_config(preset)
+    train_split = load_split(root, "train", progress=False)
+    validate = load_split(root, "validate", progress=False)
+    check_images = validate.images[::DICE_VALIDATION_STRIDE]
+    check_labels = validate.labels[::DICE_VALIDATION_STRIDE]
+    checks = [60 * minutes for minutes in DICE_CHECKS_MINUTES if minutes <= cap_minutes]
+
+    class DiceClock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started, self.paused, self.curve, self.reached = time.perf_counter(), 0.0, [], None
+
+        def on_train_batch_end(self, batch, logs=None):
+            trained = time.perf_counter() - self.started - self.paused
+            if len(self.curve) == len(checks) or trained < checks[len(self.curve)]:
+                return
+            pause = time.perf_counter()
+            predicted = predict_labels(self.model, check_images, progress=False)
+            dice = float(dice_per_class(check_labels, predicted)[PROSTATE])
+            self.paused += time.perf_counter() - pause
+            self.curve.append((round(trained, 1), round(dice, 3)))
+            if dice >= DICE_TARGET and self.reached is None:
+                self.reached = trained
+            if self.reached is not None or len(self.curve) == len(checks):
+                self.model.stop_training = True
+
+    keras.utils.set_random_seed(config.seed)
+    clock = DiceClock()
+    with precision_policy(config.precision):
+        stream = training_indices(train_split.labels, None, config.prostate_oversampling)
+        data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=stream, shuffle=True,
+                            augment=config.augment, repeat=True, seed=config.seed)
+        model = compile_model(config)
+        model.fit(data, steps_per_epoch=10**9, epochs=1, callbacks=[clock], verbose=0)
+    return {"seconds": clock.reached, "curve": clock.curve, "cap_seconds": checks[-1]}
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+class Table:
+    """Rows of (measurement, value, unit), written as JSON and as a Markdown table."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float | str, str]] = []
+        self.extra: dict = {}
+
+    def add(self, name: str, value, unit: str = "") -> None:
+        self.rows.append((name, value, unit))
+        shown = f"{value:,.2f}" if isinstance(value, float) else value
+        print(f"{name}: {shown} {unit}", flush=True)
+
+    def write(self, out: Path, machine: str) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n")
+        lines = [f"Machine: {machine}", "", "| measurement | value | unit |", "| --- | ---: | --- |"]
+        for name, value, unit in self.rows:
+            shown = f"{value:,.2f}" if isinstance(value, float) else value
+            lines.append(f"| {name} | {shown} | {unit} |")
+        (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def run(size: str, cap_minutes: float, out: Path) -> None:
     from unetlib.data import load_split
     from unetlib.phantom import SIZES, generate_phantom
 
+    table = Table()
     work = Path(tempfile.mkdtemp(prefix="unetlib-bench-"))
-    os.environ["UNETLIB_CACHE"] = str(work / "cache")
-    rows: list[tuple[str, float, str]] = []
+    os.environ["UNETLIB_CACHE"] = str(work / "cache")  # children inherit it: they reuse the decode
     try:
-        root, seconds = timed(generate_phantom, work / "phantom", args.size, progress=False)
-        total = sum(SIZES[args.size].count(s) for s in ("train", "validate", "test"))
-        rows.append((f"phantom generation ({args.size}, {total} slices)", seconds, "s"))
-        rows.append(("phantom generation rate", total / seconds, "slices/s"))
+        root, seconds = timed(generate_phantom, work / "phantom", size, progress=False)
+        total = sum(SIZES[size].count(s) for s in ("train", "validate", "test"))
+        table.add(f"phantom generation ({size}, {total} slices)", seconds, "s")
 
         split, seconds = timed(load_split, root, "train", progress=False)
-        count = len(split.images)
-        rows.append((f"first decode of train ({count} slices)", seconds, "s"))
-        rows.append(("peak resident memory after decode", peak_rss_gb(), "GiB"))
-        rows.append(("size of the decoded arrays", (split.images.nbytes + split.labels.nbytes) / 1024**3, "GiB"))
+        table.add(f"first decode of train ({len(split.images)} slices)", seconds, "s")
+        table.add("peak resident memory after decode", peak_rss_gib(), "GiB")
+        table.add("size of the decoded arrays", (split.images.nbytes + split.labels.nbytes) / 1024**3, "GiB")
         del split
         split, seconds = timed(load_split, root, "train", progress=False)
-        rows.append(("cached reload of train", seconds, "s"))
+        table.add("cached reload of train", seconds, "s")
 
-        import unetlib.backend  # noqa: F401
+        from unetlib.backend import default_precision
         from unetlib.config import make_config
         from unetlib.evaluation import predict_labels
         from unetlib.model import build_from_config, forward_flops_per_slice
         from unetlib.pipeline import make_dataset
-        from unetlib.training import compile_model, measure_training_speed
+        from unetlib.training import compile_model
 
+        table.add("precision chosen by 'auto' here", default_precision())
         dataset = make_dataset(split.images, split.labels, 8, shuffle=True, augment=True, repeat=True)
         iterator = iter(dataset)
         next(iterator)
         _, seconds = timed(lambda: [next(iterator) for _ in range(100)])
         pipeline_speed = 800 / seconds
-        rows.append(("input pipeline with augmentation", pipeline_speed, "slices/s"))
+        table.add("input pipeline with augmentation", pipeline_speed, "slices/s")
+        del dataset, iterator
 
-        # One 8-slice batch per measurement: the original recipe under emulated bfloat16 can
-        # take over a minute per step on a CPU without native bfloat16 support.
-        sample_images, sample_labels = split.images[:8], split.labels[:8]
         peaks = {"float32": matmul_peak_gflops("float32"), "mixed_bfloat16": matmul_peak_gflops("bfloat16", repeats=2)}
-        rows.append(("matmul ceiling float32 (2048x2048)", peaks["float32"], "GFLOP/s"))
-        rows.append(("matmul ceiling bfloat16 (2048x2048)", peaks["mixed_bfloat16"], "GFLOP/s"))
-        speeds = {}
+        table.add("matmul ceiling float32 (2048x2048)", peaks["float32"], "GFLOP/s")
+        table.add("matmul ceiling bfloat16 (2048x2048)", peaks["mixed_bfloat16"], "GFLOP/s")
+
+        # Steps per measurement: the original recipe takes seconds per 8-slice step.
+        steps = {"seed": 2, "quick": 20}
+        speeds, flops = {}, {}
         for preset in ("seed", "quick"):
-            training_flops = 3 * forward_flops_per_slice(build_from_config(make_config(preset)))
-            rows.append((f"training FLOPs per slice, {preset}", training_flops / 1e9, "GFLOP"))
+            flops[preset] = 3 * forward_flops_per_slice(build_from_config(make_config(preset)))
+            table.add(f"training FLOPs per slice, {preset}", flops[preset] / 1e9, "GFLOP")
             for precision in ("float32", "mixed_bfloat16"):
-                config = make_config(preset, precision=precision)
-                speed = measure_training_speed(config, sample_images, sample_labels, steps=1)
-                speeds[(preset, precision)] = speed
-                achieved = speed * training_flops / 1e9
-                rows.append((f"training {preset} {precision}", speed, "slices/s"))
-                rows.append((f"training {preset} {precision} achieved", achieved, "GFLOP/s"))
-                rows.append((f"training {preset} {precision} / matmul ceiling", achieved / peaks[precision], "fraction"))
+                speed = speeds[(preset, precision)] = training_speed(preset, precision, steps[preset])
+                achieved = speed * flops[preset] / 1e9
+                table.add(f"training {preset} {precision}", speed, "slices/s")
+                table.add(f"training {preset} {precision} achieved", achieved, "GFLOP/s")
+                for ceiling in ("float32", "mixed_bfloat16"):
+                    table.add(f"training {preset} {precision} / {ceiling} matmul ceiling", achieved / peaks[ceiling], "fraction")
         quick = speeds[("quick", "float32")]
-        rows.append(("pipeline / quick training speed", pipeline_speed / quick, "x"))
-        rows.append(("quick / seed training speed (float32)", quick / speeds[("seed", "float32")], "x"))
+        off = in_fresh_process("speed", "quick", "float32", str(steps["quick"]), env={"TF_ENABLE_ONEDNN_OPTS": "0"})
+        table.add("training quick float32, oneDNN off", off["slices_per_s"], "slices/s")
+        table.add("oneDNN on / off, quick float32", quick / off["slices_per_s"], "x")
+        fused, plain = batch_norm_comparison()
+        table.add("training quick float32, fused batch norm (in alternation)", fused, "slices/s")
+        table.add("training quick float32, Keras' own batch norm (in alternation)", plain, "slices/s")
+        table.add("fused / Keras batch norm, quick float32", fused / plain, "x")
+        table.add("pipeline / quick training speed", pipeline_speed / quick, "x")
+        table.add("quick / seed training speed (float32)", quick / speeds[("seed", "float32")], "x")
+        table.add("mixed_bfloat16 / float32, quick", speeds[("quick", "mixed_bfloat16")] / quick, "x")
+        table.add("mixed_bfloat16 / float32, seed", speeds[("seed", "mixed_bfloat16")] / speeds[("seed", "float32")], "x")
+
+        shares = profile_training_step()
+        wall = shares.pop("wall")
+        table.add("quick training step (profiled, 8 slices)", wall * 1000, "ms")
+        for kind, share in sorted(shares.items(), key=lambda item: -item[1]):
+            table.add(f"quick step: {kind}", share, "share of op time")
+        conv_share = shares.get("convolutions (forward and both gradients)", 0.0)
+        if conv_share:
+            conv_rate = 8 * flops["quick"] / (conv_share * wall) / 1e9
+            table.add("quick convolutions alone (their share of the step)", conv_rate, "GFLOP/s")
+            table.add("quick convolutions alone / float32 matmul ceiling", conv_rate / peaks["float32"], "fraction")
 
         model = compile_model(make_config("quick"))
         predict_labels(model, split.images[:16], progress=False)
         _, seconds = timed(predict_labels, model, split.images[:256], progress=False)
-        rows.append(("inference quick float32", 256 / seconds, "slices/s"))
+        table.add("inference quick", 256 / seconds, "slices/s")
+        del model, split
+
+        epoch = in_fresh_process("epoch", str(root), str(work / "epoch"))
+        table.add(f"full epoch of quick ({epoch['slices']} slices, incl. validation)", epoch["seconds"] / 60, "min")
+        table.add("peak resident memory of that training process", epoch["peak_rss_gib"], "GiB")
+        table.add("validation prostate Dice after that epoch", epoch["val_prostate_dice"], "")
+
+        table.extra["time_to_dice"] = {}
+        for preset in ("quick", "seed"):
+            result = in_fresh_process("dice", preset, str(root), str(cap_minutes))
+            table.extra["time_to_dice"][preset] = result
+            reached = result["seconds"]
+            shown = round(reached / 60, 2) if reached is not None else f"not reached in {result['cap_seconds'] / 60:g}"
+            table.add(f"time to validation prostate Dice {DICE_TARGET}, {preset}", shown, "min")
+            best = max((dice for _, dice in result["curve"]), default=float("nan"))
+            table.add(f"best validation prostate Dice checked, {preset}", best, "")
+        quick_s, seed = table.extra["time_to_dice"]["quick"]["seconds"], table.extra["time_to_dice"]["seed"]
+        if quick_s is not None:
+            if seed["seconds"] is not None:
+                table.add("time-to-Dice quick / seed", quick_s / seed["seconds"], "x")
+            else:
+                table.add("time-to-Dice quick / seed (seed not reached: an upper bound)",
+                          f"< {quick_s / seed['cap_seconds']:.2f}", "x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     machine = f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    (args.out / "results.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    lines = [f"Machine: {machine}", "", "| measurement | value | unit |", "| --- | ---: | --- |"]
-    lines += [f"| {name} | {value:.2f} | {unit} |" for name, value, unit in rows]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table.write(out, machine)
+    print(f"wrote {out / 'results.md'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["small", "full"], default="full", help="phantom size to measure on")
+    parser.add_argument("--dice-cap-minutes", type=float, default=15.0,
+                        help="training time after which time-to-Dice reports 'not reached' (default 15)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    children = parser.add_mutually_exclusive_group()
+    children.add_argument("--child-speed", nargs=3, metavar=("PRESET", "PRECISION", "STEPS"), help=argparse.SUPPRESS)
+    children.add_argument("--child-epoch", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
+    children.add_argument("--child-dice", nargs=3, metavar=("PRESET", "ROOT", "CAP"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child_speed:
+        preset, precision, steps = args.child_speed
+        print(json.dumps({"slices_per_s": training_speed(preset, precision, int(steps))}))
+    elif args.child_epoch:
+        print(json.dumps(full_epoch(Path(args.child_epoch[0]), Path(args.child_epoch[1]))))
+    elif args.child_dice:
+        preset, root, cap = args.child_dice
+        print(json.dumps(time_to_dice(preset, Path(root), float(cap))))
+    else:
+        run(args.size, args.dice_cap_minutes, args.out)
 
 
 if __name__ == "__main__":
