@@ -202,10 +202,10 @@ def _kind_of_op(scope: str, op_type: str) -> str:
 def full_epoch(root: Path, out: Path) -> dict:
     """One epoch of ``quick`` as ``unetlib train`` runs it (run in a fresh process)."""
     from unetlib.config import make_config
-    from unetlib.data import load_split
+    from unetlib.data import find_pairs
     from unetlib.training import train
 
-    slices = len(load_split(root, "train", progress=False).images)
+    slices = len(find_pairs(root, "train"))  # the files, not a decode: this process's memory is measured
     config = make_config("quick", data=str(root), epochs=1, max_minutes=600)
     started = time.perf_counter()
     result = train(config, out, verbose=0)
@@ -251,6 +251,8 @@ def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
             if self.reached is not None or len(self.curve) == len(checks):
                 self.model.stop_training = True
 
+    # The same data, model and seed as train(), without its validation: train() validates the
+    # whole split when a stopped epoch ends, which would add minutes to every `seed` run.
     keras.utils.set_random_seed(config.seed)
     clock = DiceClock()
     with precision_policy(config.precision):
@@ -265,6 +267,10 @@ def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
 # --- the run -------------------------------------------------------------------------------
 
 
+def _shown(value) -> str:
+    return f"{value:,.2f}" if isinstance(value, float) else str(value)
+
+
 class Table:
     """Rows of (measurement, value, unit), written as JSON and as a Markdown table."""
 
@@ -274,16 +280,13 @@ class Table:
 
     def add(self, name: str, value, unit: str = "") -> None:
         self.rows.append((name, value, unit))
-        shown = f"{value:,.2f}" if isinstance(value, float) else value
-        print(f"{name}: {shown} {unit}", flush=True)
+        print(f"{name}: {_shown(value)} {unit}", flush=True)
 
     def write(self, out: Path, machine: str) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n")
         lines = [f"Machine: {machine}", "", "| measurement | value | unit |", "| --- | ---: | --- |"]
-        for name, value, unit in self.rows:
-            shown = f"{value:,.2f}" if isinstance(value, float) else value
-            lines.append(f"| {name} | {shown} | {unit} |")
+        lines += [f"| {name} | {_shown(value)} | {unit} |" for name, value, unit in self.rows]
         (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

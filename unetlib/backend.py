@@ -8,7 +8,7 @@ Modules that need Keras import this module first. Three things happen here:
   dropped; Python exceptions from the import still propagate as usual.
 * oneDNN kernels are switched on (``TF_ENABLE_ONEDNN_OPTS=1``) unless the environment says
   otherwise. TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX;
-  on an AVX2-only CPU they train our UNet about 1.7× faster (``benchmarks/bench.py``
+  on an AVX2-only CPU they train our UNet about twice as fast (``benchmarks/bench.py``
   measures it: "oneDNN off / on").
 * :func:`default_precision` picks ``mixed_bfloat16`` only where the hardware computes in
   bfloat16 natively, and float32 elsewhere (where bfloat16 is emulated and gains nothing).

@@ -44,13 +44,14 @@ DEFAULT_PHANTOM_SIZE = "small"
 """Size of the phantom generated on first use when no data is found."""
 
 CACHE_VERSION = 2
+"""Bump when the decoded form changes, so old caches are not reused."""
+
 SPLIT_IMAGE_DTYPE = np.float16
 """Storage type of a decoded split's z-scored images. float16 holds about three significant
 digits (steps of 0.001 near 1, 0.004 near 5 standard deviations) — far finer than MRI
 noise — in half the memory of float32: the full-size train split takes 1.1 GiB instead of
 1.75. Batches are cast to float32 on their way to the model. Raw (un-normalised) images stay
 float32, where scanner values in the thousands would lose precision."""
-"""Bump when the decoded form changes, so old caches are not reused."""
 
 _NAME = re.compile(
     r"^(?P<prefix>case|seg)_(?P<case>\d+)_week_(?P<week>\d+)_slice_(?P<slice>\d+)\.nii(?:\.gz)?$"

@@ -85,10 +85,9 @@ def make_dataset(
 
     ``indices`` selects (and may repeat) the slices to stream, without copying the arrays;
     by default every slice once. With ``shuffle`` the order changes every epoch
-    (reproducibly, from ``seed``); with
-    ``augment`` each batch is augmented by :func:`augment_batch` with a seed derived from
-    ``seed`` and the batch's position in the stream; with ``repeat`` the stream never ends
-    (pair it with ``steps_per_epoch``).
+    (reproducibly, from ``seed``); with ``augment`` each batch is augmented by
+    :func:`augment_batch` with a seed derived from ``seed`` and the batch's position in the
+    stream; with ``repeat`` the stream never ends (pair it with ``steps_per_epoch``).
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
