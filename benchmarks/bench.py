@@ -109,10 +109,21 @@ def training_speed(preset: str, precision: str, steps: int) -> float:
     return measure_training_speed(make_config(preset, precision=precision), *sample_batch(), steps=steps)
 
 
+def in_alternation(runs: dict, rounds: int = 5) -> dict[str, float]:
+    """Seconds each of ``runs`` (name: function) took in total, called in turn ``rounds`` times,
+    so that a machine that gets busier or quieter meanwhile affects every variant alike."""
+    seconds = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, function in runs.items():
+            started = time.perf_counter()
+            function()
+            seconds[name] += time.perf_counter() - started
+    return seconds
+
+
 def batch_norm_comparison(rounds: int = 5, steps: int = 10) -> tuple[float, float]:
     """Training speed (slices/s) of ``quick`` with the fused batch norm and with Keras' own,
-    the two models timed in alternation (``rounds`` × ``steps`` each) so that a busy machine
-    slows both alike."""
+    the two models timed in alternation (``rounds`` × ``steps`` each)."""
     import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     import keras
 
@@ -126,20 +137,44 @@ def batch_norm_comparison(rounds: int = 5, steps: int = 10) -> tuple[float, floa
         return layer.__class__.from_config(layer.get_config())
 
     config = make_config("quick", precision="float32")
-    fused = compile_model(config)
-    unfused = compile_model(config, keras.models.clone_model(build_from_config(config), clone_function=plain))
+    models = {"fused": compile_model(config),
+              "keras": compile_model(config, keras.models.clone_model(build_from_config(config), clone_function=plain))}
     images, labels = sample_batch()
-    seconds = {id(fused): 0.0, id(unfused): 0.0}
-    for model in (fused, unfused):
+    for model in models.values():
         model.train_on_batch(images, labels)  # trace and compile
-    for _ in range(rounds):
-        for model in (fused, unfused):
-            started = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(images, labels)
-            seconds[id(model)] += time.perf_counter() - started
+
+    def steps_of(model):
+        return lambda: [model.train_on_batch(images, labels) for _ in range(steps)]
+
+    seconds = in_alternation({name: steps_of(model) for name, model in models.items()}, rounds)
     slices = rounds * steps * len(images)
-    return slices / seconds[id(fused)], slices / seconds[id(unfused)]
+    return slices / seconds["fused"], slices / seconds["keras"]
+
+
+def pipeline_comparison(images, labels, rounds: int = 5, steps: int = 40) -> tuple[float, float]:
+    """Training speed (slices/s) of ``quick`` in ``model.fit`` fed by the kit's pipeline (fixed
+    parallelism) and by the same pipeline with tf.data's autotuning, in alternation."""
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
+    import tensorflow as tf
+
+    from unetlib.config import make_config
+    from unetlib.pipeline import make_dataset
+    from unetlib.training import compile_model
+
+    config = make_config("quick")
+    model = compile_model(config)
+    datasets = {name: make_dataset(images, labels, config.batch_size, shuffle=True, augment=True, repeat=True,
+                                   parallel_calls=calls)
+                for name, calls in (("fixed", None), ("autotuned", tf.data.AUTOTUNE))}
+
+    def fit(dataset, count=steps):
+        return lambda: model.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
+
+    for dataset in datasets.values():
+        fit(dataset, 2)()  # start the pipeline; the first call also traces the model
+    seconds = in_alternation({name: fit(dataset) for name, dataset in datasets.items()}, rounds)
+    slices = rounds * steps * config.batch_size
+    return slices / seconds["fixed"], slices / seconds["autotuned"]
 
 
 def profile_training_step(steps: int = 6) -> dict[str, float]:
@@ -325,6 +360,10 @@ def run(size: str, cap_minutes: float, out: Path) -> None:
         pipeline_speed = 800 / seconds
         table.add("input pipeline with augmentation", pipeline_speed, "slices/s")
         del dataset, iterator
+        fixed, autotuned = pipeline_comparison(split.images, split.labels)
+        table.add("training quick in model.fit, fixed pipeline (in alternation)", fixed, "slices/s")
+        table.add("training quick in model.fit, autotuned pipeline (in alternation)", autotuned, "slices/s")
+        table.add("fixed / autotuned pipeline, quick training in model.fit", fixed / autotuned, "x")
 
         peaks = {"float32": matmul_peak_gflops("float32"), "mixed_bfloat16": matmul_peak_gflops("bfloat16", repeats=2)}
         table.add("matmul ceiling float32 (2048x2048)", peaks["float32"], "GFLOP/s")

@@ -108,6 +108,25 @@ def test_dataset_batches_every_slice_once_per_epoch():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
 
 
+
+def test_pipeline_parallelism_does_not_change_the_batches():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(12, 256, 128, 1)).astype(np.float16)
+    labels = rng.integers(0, 6, (12, 256, 128)).astype(np.uint8)
+
+    def first_batches(parallel_calls):
+        dataset = make_dataset(images, labels, 4, shuffle=True, augment=True, repeat=True, seed=3, parallel_calls=parallel_calls)
+        return [(x.numpy(), y.numpy()) for x, y in dataset.take(5)]
+
+    default, two, tuned = first_batches(None), first_batches(2), first_batches(tf.data.AUTOTUNE)
+    for (x, y), (x2, y2), (x3, y3) in zip(default, two, tuned):
+        assert x.dtype == np.float32 and x.shape == (4, 256, 128, 1)
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(x, x3)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(y, y3)
+    assert not np.array_equal(default[0][0], default[3][0])  # the stream moves on (12 slices = 3 batches)
+
 @pytest.fixture(scope="module")
 def smoke_run(tiny_phantom, tmp_path_factory):
     config = make_config("smoke", data=str(tiny_phantom), epochs=3)

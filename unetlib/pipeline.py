@@ -2,6 +2,12 @@
 
 The decoded split stays one NumPy array in memory; the pipeline streams indices and
 gathers each batch from it, so no second copy of the data is made.
+
+On a CPU the model's kernels already keep every core busy, so the pipeline gets a small,
+fixed share of them (:func:`pipeline_threads`) instead of tf.data's autotuning: autotuned
+parallel maps compete with the model for the cores and slow training down, while one thread
+still prepares batches many times faster than the model consumes them. ``make bench``
+measures both settings.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +23,15 @@ import tensorflow as tf
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)
 INTENSITY_SCALE, INTENSITY_SHIFT = 0.1, 0.1
+
+
+PREFETCH_BATCHES = 2
+"""Batches prepared ahead of the model; with parallel calls fixed, more would not come sooner."""
+
+
+def pipeline_threads() -> int:
+    """Parallel calls per pipeline step: a quarter of this machine's cores, at least one."""
+    return max(1, (os.cpu_count() or 1) // 4)
 
 
 def _affine_transforms(count, height: int, width: int, seed) -> tf.Tensor:
@@ -80,6 +96,7 @@ def make_dataset(
     augment: bool = False,
     repeat: bool = False,
     seed: int = 0,
+    parallel_calls: int | None = None,
 ) -> tf.data.Dataset:
     """A dataset of ``(images [B,H,W,1] float32, labels [B,H,W] uint8)`` batches.
 
@@ -88,6 +105,9 @@ def make_dataset(
     (reproducibly, from ``seed``); with ``augment`` each batch is augmented by
     :func:`augment_batch` with a seed derived from ``seed`` and the batch's position in the
     stream; with ``repeat`` the stream never ends (pair it with ``steps_per_epoch``).
+    ``parallel_calls`` is how many batches are gathered and augmented at once: by default
+    :func:`pipeline_threads`, with tf.data's autotuning off; ``tf.data.AUTOTUNE`` lets tf.data
+    choose the parallelism and prefetch buffers itself.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
@@ -109,13 +129,19 @@ def make_dataset(
         dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    autotune = parallel_calls == tf.data.AUTOTUNE
+    parallel_calls = pipeline_threads() if parallel_calls is None else parallel_calls
+    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=parallel_calls)
     if augment:
         dataset = dataset.enumerate().map(
             lambda step, batch: augment_batch(*batch, tf.stack([tf.cast(seed, tf.int64), step])),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=parallel_calls,
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    if autotune:
+        return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # fixed parallelism and buffers: no tuner competing for the cores
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def steps_for(count: int, batch_size: int) -> int:
