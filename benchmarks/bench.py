@@ -222,9 +222,15 @@ def profile_training_step(steps: int = 6) -> dict[str, float]:
     return shares
 
 
+CONV_FORWARD_AND_INPUT = "convolutions: forward and input gradient"
+CONV_WEIGHTS = "convolutions: weight gradient"
+
+
 def _kind_of_op(scope: str, op_type: str) -> str:
-    if "Conv2D" in op_type:
-        return "convolutions (forward and both gradients)"
+    if "Conv2DBackpropFilter" in op_type:
+        return CONV_WEIGHTS
+    if "Conv2D" in op_type:  # a transposed convolution runs the same two kernels the other way round
+        return CONV_FORWARD_AND_INPUT
     if "BatchNorm" in op_type:
         return "batch norm"
     if scope.startswith("compile_loss") or "dice" in scope or op_type.startswith("SparseSoftmax"):
@@ -400,11 +406,17 @@ def run(size: str, cap_minutes: float, out: Path) -> None:
         table.add("quick training step (profiled, 8 slices)", wall * 1000, "ms")
         for kind, share in sorted(shares.items(), key=lambda item: -item[1]):
             table.add(f"quick step: {kind}", share, "share of op time")
-        conv_share = shares.get("convolutions (forward and both gradients)", 0.0)
+        # Training FLOPs are 3 × forward: one forward's worth each for the forward pass, the
+        # input gradient and the weight gradient.
+        conv_parts = {CONV_FORWARD_AND_INPUT: 2 / 3, CONV_WEIGHTS: 1 / 3}
+        conv_share = sum(shares.get(kind, 0.0) for kind in conv_parts)
         if conv_share:
             conv_rate = 8 * flops["quick"] / (conv_share * wall) / 1e9
             table.add("quick convolutions alone (their share of the step)", conv_rate, "GFLOP/s")
             table.add("quick convolutions alone / float32 matmul ceiling", conv_rate / peaks["float32"], "fraction")
+            for kind, part in conv_parts.items():
+                rate = 8 * flops["quick"] * part / (shares[kind] * wall) / 1e9
+                table.add(f"quick {kind} / float32 matmul ceiling", rate / peaks["float32"], "fraction")
 
         model = compile_model(make_config("quick"))
         predict_labels(model, split.images[:16], progress=False)
