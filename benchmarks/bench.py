@@ -7,10 +7,13 @@ freshly generated phantom:
 
 * phantom generation; first decode and cached reload of the train split, with peak memory;
 * input-pipeline throughput with augmentation, against the model's training throughput;
+* ``quick`` training in ``model.fit`` fed by the kit's pipeline and by the same pipeline with
+  tf.data's autotuning, in alternation;
 * the matrix-product ceiling of this machine in float32 and bfloat16;
 * training throughput of the ``seed`` and ``quick`` presets in float32 and mixed_bfloat16,
   as slices/s and as achieved GFLOP/s against that ceiling; ``quick`` with oneDNN off;
-* where a ``quick`` training step spends its time, from the TensorFlow profiler;
+* where a ``quick`` training step spends its time, from the TensorFlow profiler, with the
+  convolutions' weight gradients apart from their forward pass and input gradients;
 * inference throughput;
 * one full-size epoch of ``quick`` (``unetlib`` training as a user runs it): wall time and
   peak resident memory of that process;
