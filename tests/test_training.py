@@ -108,7 +108,6 @@ def test_dataset_batches_every_slice_once_per_epoch():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
 
 
-
 def test_pipeline_parallelism_does_not_change_the_batches():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(12, 256, 128, 1)).astype(np.float16)
@@ -126,6 +125,7 @@ def test_pipeline_parallelism_does_not_change_the_batches():
         np.testing.assert_array_equal(y, y2)
         np.testing.assert_array_equal(y, y3)
     assert not np.array_equal(default[0][0], default[3][0])  # the stream moves on (12 slices = 3 batches)
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tiny_phantom, tmp_path_factory):

@@ -137,11 +137,9 @@ def make_dataset(
             lambda step, batch: augment_batch(*batch, tf.stack([tf.cast(seed, tf.int64), step])),
             num_parallel_calls=parallel_calls,
         )
-    if autotune:
-        return dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.autotune.enabled = False  # fixed parallelism and buffers: no tuner competing for the cores
-    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+    options.autotune.enabled = autotune  # when fixed: no tuner competing with the model for the cores
+    return dataset.prefetch(tf.data.AUTOTUNE if autotune else PREFETCH_BATCHES).with_options(options)
 
 
 def steps_for(count: int, batch_size: int) -> int:
