@@ -21,7 +21,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_phantom(tmp_path_factory) -> Path:
-    """A 160-slice phantom (read-only by convention: copy it before changing files)."""
+    """A 300-slice phantom (read-only by convention: copy it before changing files)."""
     return generate_phantom(tmp_path_factory.mktemp("phantom") / "root", "tiny", seed=0, workers=2, progress=False)
 
 

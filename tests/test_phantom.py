@@ -1,16 +1,30 @@
-"""The synthetic phantom: real layout and quirks, determinism, split separation and hardness."""
+"""The synthetic phantom: real layout, geometry and quirks, determinism, split separation,
+3D continuity, human-like masks, real-data statistics and hardness."""
 
 from __future__ import annotations
 
 import filecmp
+from collections import defaultdict
 
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from unetlib.data import SPLITS, find_pairs, image_dir, load_split, mask_dir
-from unetlib.labels import NUM_CLASSES, PROSTATE
-from unetlib.phantom import ODD_CASE, ODD_WEEK, SIZES, generate_phantom
+from unetlib.data import SPLITS, find_pairs, image_dir, load_split, mask_dir, read_image, read_mask
+from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
+from unetlib.phantom import ODD_CASE, ODD_HEIGHT, ODD_WEEK, SIZES, SLICES_PER_VOLUME, generate_phantom, render_case_week
+from unetlib.phantom.statistics import (
+    REAL_SLICE_PRESENCE,
+    REAL_VOXEL_FRACTIONS,
+    best_intensity_band_dice,
+    slice_presence,
+    volume_label_fractions,
+)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def test_layout_names_and_counts(tiny_phantom):
@@ -22,27 +36,40 @@ def test_layout_names_and_counts(tiny_phantom):
         assert [n.replace("seg_", "case_") for n in masks] == images
 
 
-def test_files_look_like_the_real_dataset(tiny_phantom):
-    pair = find_pairs(tiny_phantom, "train")[40]
-    image, mask = nib.load(pair.image_path), nib.load(pair.mask_path)
-    assert image.shape[:2] == (256, 128) or image.shape[:2] == (256, 144)
-    assert np.issubdtype(image.get_data_dtype(), np.floating)
-    assert np.issubdtype(mask.get_data_dtype(), np.floating)  # masks stored as floats
-    values = np.unique(np.asanyarray(mask.dataobj))
-    assert set(values) <= set(range(NUM_CLASSES)) and len(values) >= 4
-    spacing = image.header.get_zooms()[:2]
-    assert all(1.6 <= s <= 1.7 for s in spacing)
-    np.testing.assert_allclose(image.affine, mask.affine)
+def test_every_case_week_is_60_consecutive_slices(tiny_phantom):
+    for split in SPLITS:
+        slices = defaultdict(list)
+        for pair in find_pairs(tiny_phantom, split):
+            slices[pair.case, pair.week].append(pair.slice)
+        assert slices and all(sorted(s) == list(range(SLICES_PER_VOLUME)) for s in slices.values())
+
+
+def test_files_carry_the_real_geometry(tiny_phantom):
+    pairs = [p for p in find_pairs(tiny_phantom, "train") if (p.case, p.week) == (ODD_CASE, 0)]
+    first, second = (nib.load(p.image_path) for p in pairs[:2])
+    assert np.issubdtype(first.get_data_dtype(), np.floating)
+    assert np.issubdtype(nib.load(pairs[0].mask_path).get_data_dtype(), np.floating)  # masks stored as floats
+    # A coronal cut of an L, P, S volume: the slice's axes are L and S, its third axis P.
+    assert nib.aff2axcodes(first.affine) == ("L", "S", "P")
+    in_plane, superior = first.header.get_zooms()[:2]
+    assert 1.41 <= in_plane <= 1.88 and superior == pytest.approx(1.56)
+    # The next slice sits one voxel further posterior (RAS y decreases), nothing else moves.
+    step = second.affine[:3, 3] - first.affine[:3, 3]
+    np.testing.assert_allclose(step, first.affine[:3, 2], atol=1e-4)
+    assert step[1] == pytest.approx(-in_plane, abs=1e-4)
+    for pair in pairs:
+        np.testing.assert_allclose(nib.load(pair.image_path).affine, nib.load(pair.mask_path).affine)
 
 
 def test_quirks_are_present(tiny_phantom):
-    shapes = {}
+    shapes = defaultdict(set)
     for split in SPLITS:
         for pair in find_pairs(tiny_phantom, split):
-            shapes.setdefault(split, set()).add(nib.load(pair.image_path).shape)
+            shape = nib.load(pair.image_path).shape
+            shapes[split].add(shape)
             if (pair.case, pair.week) == (ODD_CASE, ODD_WEEK):
-                assert nib.load(pair.image_path).shape == (256, 144) and split == "train"
-    assert (256, 144) in shapes["train"]
+                assert shape == (256, ODD_HEIGHT) and split == "train"
+    assert (256, ODD_HEIGHT) in shapes["train"]
     for split in SPLITS:  # a trailing singleton axis in every split
         assert (256, 128, 1) in shapes[split]
 
@@ -74,33 +101,80 @@ def test_refuses_to_overwrite_unless_asked(tiny_phantom):
         generate_phantom(tiny_phantom, "tiny")
 
 
+def test_consecutive_slices_are_continuous(tiny_phantom):
+    """Neighbouring slices are cuts 1.68 mm apart through one 3D body: nearly the same picture,
+    and much more alike than slices 15 apart; organs grow and shrink gradually."""
+    pairs = [p for p in find_pairs(tiny_phantom, "test")]
+    images = np.stack([read_image(p.image_path) for p in pairs])
+    masks = np.stack([read_mask(p.mask_path) for p in pairs])
+
+    def correlation(gap: int) -> float:
+        return float(np.mean([np.corrcoef(images[i].ravel(), images[i + gap].ravel())[0, 1]
+                              for i in range(len(images) - gap)]))
+
+    assert correlation(1) > 0.85
+    assert correlation(1) > correlation(15) + 0.1
+    areas = np.count_nonzero(masks == PROSTATE, axis=(1, 2))
+    present = np.flatnonzero(areas)
+    assert np.all(np.diff(present) == 1), "the prostate appears in one run of consecutive slices"
+    body_overlap = [_dice(masks[i] > 0, masks[i + 1] > 0) for i in range(len(masks) - 1)]
+    assert min(body_overlap) > 0.95
+
+
+def test_masks_agree_with_the_true_shapes_like_a_second_observer():
+    """The stored masks are a rater's: close to the true organs, never identical to them."""
+    inside_mask = inside_truth = both = 0
+    for case, week in ((3, 0), (8, 1), (21, 0), (30, 2)):
+        slices = render_case_week(0, case, week)
+        mask, truth = slices.masks == PROSTATE, slices.truth == PROSTATE
+        both += np.count_nonzero(mask & truth)
+        inside_mask += np.count_nonzero(mask)
+        inside_truth += np.count_nonzero(truth)
+        assert _dice(slices.masks == LABELS.index("body"), slices.truth == LABELS.index("body")) > 0.97
+    agreement = 2 * both / (inside_mask + inside_truth)
+    assert 0.8 <= agreement <= 0.95
+
+
+def test_image_and_mask_are_aligned(tiny_phantom):
+    """Urine is the brightest tissue: the core of the bladder mask (its wall and the rater's
+    wobble eroded away) sits on it, and the same core moved 6 pixels in any direction of the
+    slice covers darker tissue."""
+    split = load_split(tiny_phantom, "validate", progress=False)
+    images, labels = split.images[..., 0].astype(np.float32), split.labels
+    core = np.stack([ndimage.binary_erosion(m == LABELS.index("bladder"), iterations=3) for m in labels])
+    assert images[core].mean() > images[labels == LABELS.index("body")].mean() + 0.5
+    for shift in ((6, 0), (-6, 0), (0, 6), (0, -6)):
+        assert images[core].mean() > images[np.roll(core, shift, axis=(1, 2))].mean() + 0.1, shift
+
+
+def test_slice_presence_is_close_to_the_real_test_split(tiny_phantom):
+    labels = np.concatenate([load_split(tiny_phantom, s, progress=False).labels for s in SPLITS])
+    presence = slice_presence(labels)
+    assert presence[LABELS.index("body")] == presence[LABELS.index("bone")] == 1.0
+    for name, real in REAL_SLICE_PRESENCE.items():
+        assert abs(presence[LABELS.index(name)] - real) < 0.15, name
+
+
+def test_volume_fractions_are_close_to_the_real_volumes():
+    fractions = np.mean([volume_label_fractions(0, case, 0, stride=4) for case in (3, 8, 21)], axis=0)
+    for label, name in enumerate(LABELS):
+        real = REAL_VOXEL_FRACTIONS[name]
+        assert real / 1.6 < fractions[label] < real * 1.6, f"{name}: {fractions[label]:.4f} vs real {real:.4f}"
+
+
 def test_prostate_is_tiny_and_often_absent(tiny_phantom):
     labels = np.concatenate([load_split(tiny_phantom, s, progress=False).labels for s in SPLITS])
-    fraction = np.mean(labels == PROSTATE)
-    assert 0 < fraction < 0.02
-    present = np.any(labels == PROSTATE, axis=(1, 2))
-    assert 0.15 < present.mean() < 0.6  # many slices have none
+    assert 0 < np.mean(labels == PROSTATE) < 0.02
+    assert 0.2 < np.any(labels == PROSTATE, axis=(1, 2)).mean() < 0.6  # many slices have none
     for label in range(NUM_CLASSES):
         assert np.any(labels == label)
 
 
-def _best_threshold_band_dice(images: np.ndarray, target: np.ndarray, bins: int = 400) -> float:
-    """Prostate Dice of the best rule 'lo <= intensity < hi', searched over all bin pairs."""
-    edges = np.linspace(images.min(), images.max(), bins + 1)
-    index = np.clip(np.searchsorted(edges, images, side="right") - 1, 0, bins - 1)
-    total = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=bins))])
-    hits = np.concatenate([[0], np.cumsum(np.bincount(index[target], minlength=bins))])
-    lo, hi = np.triu_indices(bins + 1, 1)
-    dice = 2 * (hits[hi] - hits[lo]) / ((total[hi] - total[lo]) + target.sum())
-    return float(dice.max())
-
-
 def test_a_single_threshold_band_cannot_find_the_prostate(tiny_phantom):
     split = load_split(tiny_phantom, "train", progress=False)
-    images = split.images[..., 0].ravel()
-    target = (split.labels == PROSTATE).ravel()
-    best = _best_threshold_band_dice(images, target)
-    assert best < 0.5, f"prostate is separable by intensity alone (Dice {best:.2f})"
+    best = best_intensity_band_dice(split.images, split.labels[..., None] == PROSTATE)
+    assert best < 0.2, f"prostate is separable by intensity alone (Dice {best:.2f})"
     # The search itself works: a label that is separable by intensity scores high.
+    target = split.labels == PROSTATE
     separable = target + np.random.default_rng(0).normal(0, 0.1, target.shape)
-    assert _best_threshold_band_dice(separable, target) > 0.95
+    assert best_intensity_band_dice(separable, target) > 0.95

@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from unetlib.data import DataError
+from unetlib.data import SPLITS, DataError
+from unetlib.phantom import SIZES
 
 DESCRIPTION = """\
 2D UNet segmentation of pelvic MRI slices (HipMRI prostate study: background, body, bone,
@@ -19,7 +20,7 @@ real layout, generated on first use)."""
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from unetlib.phantom import SIZES, generate_phantom
+    from unetlib.phantom import generate_phantom
 
     out = generate_phantom(args.out, args.size, args.seed, workers=args.workers, overwrite=args.overwrite)
     counts = ", ".join(f"{split} {SIZES[args.size].count(split)}" for split in SIZES[args.size].weeks_per_case)
@@ -89,12 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a synthetic pelvic MRI dataset in the real HipMRI layout",
         description="Write a synthetic pelvic MRI phantom to OUT, laid out and named exactly like the "
         "real HipMRI keras_slices data (including its quirks: one 256x144 case-week and some files "
-        "with a trailing singleton axis). The same seed writes the same bytes.",
+        "with a trailing singleton axis). Each case-week is a 3D pelvis cut into 60 coronal slices "
+        "in the real geometry (1.41-1.88 mm in-plane, 1.56 mm along S); its masks are drawn like a "
+        "human's. The same seed writes the same bytes.",
     )
     phantom.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
-    phantom.add_argument("--size", choices=["tiny", "small", "full"], default="small",
-                         help="tiny: 160 slices (tests); small: 2,496 slices (default); "
-                         "full: 11,460/660/540 slices like the real dataset")
+    phantom.add_argument("--size", choices=list(SIZES), default="small",
+                         help="; ".join(f"{name}: {' / '.join(f'{size.count(s):,}' for s in SPLITS)} slices"
+                                        for name, size in SIZES.items())
+                         + " (train / validate / test; default small; full matches the real dataset)")
     phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     phantom.add_argument("--workers", type=int, default=None, help="processes to use (default: all cores)")
     phantom.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds files")
@@ -118,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a UNet and save the best model",
         description="Train a UNet on the train split, validating on the validate split. OUT receives "
-        "model.keras (best validation prostate Dice), config.json, history.csv and curves.png. "
+        "model.keras (best validation Dice averaged over the five organs), config.json, history.csv and curves.png. "
         "Running the same command again after an interruption resumes from the last finished epoch. "
         "Flags override the preset's values.",
     )

@@ -12,8 +12,17 @@ from unetlib.labels import LABEL_COLOURS, LABELS
 FOREGROUND = tuple(range(1, len(LABELS)))
 
 
+def draw(ax, array: np.ndarray, **imshow_options):
+    """Show a slice ``[256, S]`` (or an RGBA overlay made by :func:`label_overlay`) as a
+    coronal view: left-right across — the patient's right on the viewer's left, as
+    radiologists read — and superior at the top."""
+    array = np.squeeze(array)
+    return ax.imshow(array if array.ndim == 3 else array.T, origin="lower", **imshow_options)
+
+
 def label_overlay(labels: np.ndarray, classes=FOREGROUND, alpha: float = 0.45) -> np.ndarray:
-    """RGBA overlay of a label map in display orientation (``[W, H, 4]``, i.e. transposed).
+    """RGBA overlay of a label map in display orientation (``[S, 256, 4]``, i.e. transposed;
+    draw it with :func:`draw`).
 
     Pixels of the listed classes get their class colour at opacity ``alpha``; all others
     stay transparent.
@@ -53,11 +62,11 @@ def legend_handles(classes=FOREGROUND) -> list[Patch]:
 
 
 def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, alpha: float = 0.45, title: str = ""):
-    """Draw one slice (axial view: left-right across, anterior at the top) with a label overlay."""
+    """Draw one coronal slice (see :func:`draw`) with a label overlay."""
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
-    ax.imshow(np.squeeze(image).T, cmap="gray")
+    draw(ax, image, cmap="gray")
     if labels is not None:
-        ax.imshow(label_overlay(labels, alpha=alpha), interpolation="nearest")
+        draw(ax, label_overlay(labels, alpha=alpha), interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
     return ax
@@ -98,10 +107,10 @@ def show_feature_maps(image: np.ndarray, maps: np.ndarray, titles: list[str]):
     """The input slice next to feature maps ``[H, W, K]`` (e.g. after a 3×3 conv + ReLU)."""
     count = maps.shape[-1] + 1
     fig, axes = plt.subplots(1, count, figsize=(3.1 * count, 2.1))
-    axes[0].imshow(np.squeeze(image).T, cmap="gray")
+    draw(axes[0], image, cmap="gray")
     axes[0].set_title("input")
     for k, ax in enumerate(axes[1:]):
-        ax.imshow(maps[..., k].T, cmap="magma")
+        draw(ax, maps[..., k], cmap="magma")
         ax.set_title(titles[k], fontsize=9)
     for ax in axes:
         ax.axis("off")
@@ -245,7 +254,7 @@ class SliceViewer:
         self.image.value = self.render()
 
     def overlay(self) -> np.ndarray:
-        """RGBA overlay ``[W, H, 4]`` (display orientation) for the current settings."""
+        """RGBA overlay ``[S, 256, 4]`` (display orientation, see :func:`draw`) for the current settings."""
         index, shown = self.index, [LABELS.index(n) for n, box in self.classes.items() if box.value]
         view, alpha = self.view.value, self.opacity.value
         if view == "ground truth":
@@ -272,8 +281,8 @@ class SliceViewer:
         figure = Figure(figsize=(7, 3.9), dpi=90)
         FigureCanvasAgg(figure)
         ax = figure.add_axes([0.0, 0.0, 0.78, 0.9])
-        ax.imshow(np.squeeze(self.images[self.index]).T, cmap="gray")
-        ax.imshow(self.overlay(), interpolation="nearest")
+        draw(ax, self.images[self.index], cmap="gray")
+        draw(ax, self.overlay(), interpolation="nearest")
         ax.set_title(f"{self.title} {self.keys[self.index]} — {self.view.value}".strip(), fontsize=10)
         ax.axis("off")
         if self.view.value == "error":

@@ -1,0 +1,87 @@
+"""T2-weighted MR appearance of a tissue map: brightness, texture, partial volume, bias
+field, motion ghosts and Rician noise.
+
+On T2-weighted images fluid (urine, seminal fluid) and fat are bright, muscle is dark, the
+prostate's peripheral zone is brighter than its central gland, the rectal and bladder walls
+are dark, and gas and cortical bone give no signal. The prostate therefore meets
+structures of much its own brightness — the bladder wall at its base, the rectal wall
+behind, the pelvic-floor muscles at its apex — and only shape and context separate them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from unetlib.phantom.anatomy import TISSUES
+
+T2_INTENSITY: dict[str, tuple[float, float]] = {
+    # tissue: (brightness relative to urine, texture: relative spread of fine structure)
+    "air": (0.0, 0.0),
+    "fat": (0.68, 0.06),
+    "muscle": (0.24, 0.10),
+    "cortex": (0.04, 0.20),
+    "marrow": (0.58, 0.10),
+    "urine": (1.0, 0.02),
+    "bladder_wall": (0.26, 0.08),
+    "rectal_wall": (0.24, 0.08),
+    "mucus": (0.55, 0.10),
+    "stool": (0.42, 0.30),
+    "gas": (0.02, 0.20),
+    "peripheral_zone": (0.60, 0.12),
+    "transition_zone": (0.38, 0.14),
+    "stroma": (0.22, 0.08),
+    "nodule_dark": (0.28, 0.10),
+    "nodule_bright": (0.55, 0.10),
+    "lesion": (0.30, 0.08),
+    "urethra": (0.45, 0.05),
+    "seminal_fluid": (0.78, 0.22),
+    "artery": (0.05, 0.10),
+    "vein": (0.70, 0.15),
+    "bowel_wall": (0.33, 0.10),
+    "bowel_fluid": (0.90, 0.05),
+    "erectile": (0.72, 0.12),
+    "periprostatic": (0.55, 0.30),
+}
+assert set(T2_INTENSITY) == set(TISSUES), "every tissue needs a T2 brightness"
+
+PARTIAL_VOLUME_SIGMA = 0.6
+"""Blur (voxels) standing in for the scanner's point-spread function: borders mix tissues."""
+
+
+def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The magnitude image (float32, arbitrary scanner units) of a 3D tissue map.
+
+    ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
+    case-week: every tissue's brightness varies by ±10% (the peripheral zone by more), a
+    smooth bias field of up to about ±30% darkens the centre or one side, one in four
+    volumes carries faint motion ghosts along the left-right axis, and Rician noise at a
+    signal-to-noise ratio of about 20-50 sits on an overall scale of 200-1200.
+    """
+    brightness = np.array([T2_INTENSITY[name][0] for name in TISSUES], dtype=np.float32)
+    brightness *= rng.uniform(0.85, 1.15, len(TISSUES)).astype(np.float32)
+    brightness[TISSUES.index("peripheral_zone")] *= rng.uniform(0.6, 1.2)  # e.g. darker after hormone therapy
+    texture = np.array([T2_INTENSITY[name][1] for name in TISSUES], dtype=np.float32)
+
+    fine = ndimage.gaussian_filter(rng.standard_normal(tissue.shape, dtype=np.float32), 0.8)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(tissue.shape, dtype=np.float32), 3.0)
+    grain = fine / fine.std() + coarse / coarse.std()
+    image = brightness[tissue] * (1.0 + 0.7 * texture[tissue] * grain)
+    image = ndimage.gaussian_filter(image, PARTIAL_VOLUME_SIGMA)
+
+    x, y, z = (axis / 200.0 for axis in axes_mm)
+    linear = rng.normal(0.0, 0.12, 3)
+    centre = rng.uniform(-0.5, 0.0)
+    bias = np.exp(linear[0] * x[:, None, None] + linear[1] * y[None, :, None] + linear[2] * z[None, None, :]
+                  + centre * (x[:, None, None] ** 2 + y[None, :, None] ** 2))
+    image *= bias.astype(np.float32)
+
+    if rng.random() < 0.25:  # breathing or bowel motion: faint copies along the phase direction
+        strength, shift = rng.uniform(0.03, 0.08), int(rng.integers(25, 60))
+        image = image + strength * (np.roll(image, shift, axis=0) + np.roll(image, -shift, axis=0))
+
+    scale = rng.uniform(200, 1200)
+    noise = scale * rng.uniform(0.03, 0.06)
+    real = image * scale + noise * rng.standard_normal(image.shape, dtype=np.float32)
+    imaginary = noise * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
