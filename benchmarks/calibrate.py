@@ -58,6 +58,18 @@ def unetlib(*arguments: str, data: Path) -> None:
     subprocess.run(command, check=True, env={**os.environ, "UNETLIB_DATA": str(data)})
 
 
+def phantom_version() -> str:
+    """A digest of the phantom's source: runs made on another version's data are not comparable."""
+    import hashlib
+
+    import unetlib.phantom
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(unetlib.phantom.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def intensity_band(root: Path) -> float:
     from unetlib.data import load_split
     from unetlib.labels import PROSTATE
@@ -120,8 +132,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("UNETLIB_CACHE", str(args.out / "cache"))
     root = args.out / f"phantom-small-seed{args.seed}"
+    version_file = args.out / "phantom-version.txt"
+    if version_file.is_file() and version_file.read_text().strip() != phantom_version():
+        parser.error(f"{args.out} holds runs on data of another phantom version; choose a new --out or delete it")
     if not root.is_dir():
         generate_phantom(root, "small", args.seed)
+    version_file.write_text(phantom_version() + "\n")
     band = intensity_band(root)
     runs = [train_and_score(root, budget, args.out / f"quick-{budget:g}min") for budget in sorted(args.budgets)]
     machine = f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -54,7 +54,8 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
 
     ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
     case-week: every tissue's brightness varies by ±10% (the peripheral zone by more), a
-    smooth bias field of up to about ±30% darkens the centre or one side, one in four
+    smooth bias field of up to about ±30% darkens the middle of the body (the receive coils
+    sit on the skin) or one side, one in four
     volumes carries faint motion ghosts along the left-right axis, and Rician noise at a
     signal-to-noise ratio of about 20-50 sits on an overall scale of 200-1200.
     """
@@ -71,9 +72,9 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
 
     x, y, z = (axis / 200.0 for axis in axes_mm)
     linear = rng.normal(0.0, 0.12, 3)
-    centre = rng.uniform(-0.5, 0.0)
+    surface = rng.uniform(0.0, 0.5)  # receive coils on the skin: the middle of the body is darker
     bias = np.exp(linear[0] * x[:, None, None] + linear[1] * y[None, :, None] + linear[2] * z[None, None, :]
-                  + centre * (x[:, None, None] ** 2 + y[None, :, None] ** 2))
+                  + surface * (x[:, None, None] ** 2 + y[None, :, None] ** 2))
     image *= bias.astype(np.float32)
 
     if rng.random() < 0.25:  # breathing or bowel motion: faint copies along the phase direction
