@@ -121,11 +121,11 @@ RATER_STYLES = {
     "bone": RaterStyle(0.3, 0.5, 0.8, 25.0, 0.5),
     "rectum": RaterStyle(0.5, 1.0, 1.1, 25.0, 0.7),
     "bladder": RaterStyle(0.3, 0.8, 1.0, 35.0, 0.5),
-    "prostate": RaterStyle(0.6, 1.5, 1.6, 22.0, 0.8),
+    "prostate": RaterStyle(0.6, 1.3, 1.4, 22.0, 0.8),
 }
 """Calibrated so that the stored prostate mask agrees with the true gland at Dice ≈ 0.85–0.9,
 the level two human observers reach on prostate MRI."""
-APEX_BASE_SD = 3.0
+APEX_BASE_SD = 2.5
 """Spread (mm) of where a rater puts the prostate's apex and base along z."""
 
 
@@ -145,8 +145,8 @@ class Pelvis:
         self.p = p = float(u(0.93, 1.07))
         self.fat = float(u(12, 30) * self.habitus**2)
         self.crotch = float(-58 + n(0, 5))
-        self.warp = tuple(SmoothField(case_rng, 160.0, 4) for _ in range(3))
-        self.warp_mm = u(2.5, 5.0)
+        self.warp = tuple(SmoothField(case_rng, 120.0, 4) for _ in range(3))
+        self.warp_mm = u(3.5, 7.0)
 
         # Prostate: 20-80 ml, longest across, tilted so the apex points forward and down.
         volume_ml = float(np.clip(np.exp(n(np.log(35), 0.3)), 20, 80))
@@ -157,10 +157,10 @@ class Pelvis:
         self.prostate_tilt = rotation(pitch=u(0.05, 0.3), yaw=n(0, 0.05))
         self.prostate_egg = u(0.05, 0.2)  # the base is wider than the apex
         self.prostate_surface = SmoothField(case_rng, 25.0)
-        self.prostate_surface_mm = u(1.0, 2.5)
+        self.prostate_surface_mm = u(1.5, 3.5)
         self.transition_zone = u(0.8, 1.15)  # benign enlargement of the central gland
-        self.nodules = [(tuple(n(0, [5, 3, 5])), u(3, 7), bool(case_rng.random() < 0.5)) for _ in range(case_rng.integers(1, 6))]
-        self.lesion = (tuple(n([0, 0.55, -0.1], [0.35, 0.1, 0.3])), u(3.5, 8)) if case_rng.random() < 0.4 else None
+        self.nodules = [(tuple(n(0, [5, 3, 5])), u(3, 7), bool(case_rng.random() < 0.5)) for _ in range(case_rng.integers(2, 9))]
+        self.lesion = (tuple(n([0, 0.55, -0.1], [0.35, 0.1, 0.3])), u(3.5, 8)) if case_rng.random() < 0.5 else None
         self.plexus = [(u(-2.6, -0.4), u(1.2, 2.6)) for _ in range(case_rng.integers(3, 8))]
         self.periprostatic_mm = u(2.0, 7.0)  # veins and connective tissue hugging the gland
 

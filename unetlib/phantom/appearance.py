@@ -19,7 +19,7 @@ T2_INTENSITY: dict[str, tuple[float, float]] = {
     # tissue: (brightness relative to urine, texture: relative spread of fine structure)
     "air": (0.0, 0.0),
     "fat": (0.68, 0.06),
-    "muscle": (0.24, 0.10),
+    "muscle": (0.28, 0.10),
     "cortex": (0.04, 0.20),
     "marrow": (0.58, 0.10),
     "urine": (1.0, 0.02),
@@ -28,8 +28,8 @@ T2_INTENSITY: dict[str, tuple[float, float]] = {
     "mucus": (0.55, 0.10),
     "stool": (0.42, 0.30),
     "gas": (0.02, 0.20),
-    "peripheral_zone": (0.60, 0.12),
-    "transition_zone": (0.38, 0.14),
+    "peripheral_zone": (0.50, 0.12),
+    "transition_zone": (0.32, 0.14),
     "stroma": (0.22, 0.08),
     "nodule_dark": (0.28, 0.10),
     "nodule_bright": (0.55, 0.10),
@@ -41,7 +41,7 @@ T2_INTENSITY: dict[str, tuple[float, float]] = {
     "bowel_wall": (0.33, 0.10),
     "bowel_fluid": (0.90, 0.05),
     "erectile": (0.72, 0.12),
-    "periprostatic": (0.55, 0.30),
+    "periprostatic": (0.48, 0.30),
 }
 assert set(T2_INTENSITY) == set(TISSUES), "every tissue needs a T2 brightness"
 
@@ -53,14 +53,15 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
     """The magnitude image (float32, arbitrary scanner units) of a 3D tissue map.
 
     ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
-    case-week: every tissue's brightness varies by ±10% (the peripheral zone by more), a
+    case-week: every tissue's brightness varies by ±25% (the peripheral zone by more), the
+    contrast by a gamma of 0.8-1.25, a
     smooth bias field of up to about ±30% darkens the middle of the body (the receive coils
     sit on the skin) or one side, one in four
     volumes carries faint motion ghosts along the left-right axis, and Rician noise at a
     signal-to-noise ratio of about 20-50 sits on an overall scale of 200-1200.
     """
     brightness = np.array([T2_INTENSITY[name][0] for name in TISSUES], dtype=np.float32)
-    brightness *= rng.uniform(0.85, 1.15, len(TISSUES)).astype(np.float32)
+    brightness *= rng.uniform(0.75, 1.25, len(TISSUES)).astype(np.float32)
     brightness[TISSUES.index("peripheral_zone")] *= rng.uniform(0.6, 1.2)  # e.g. darker after hormone therapy
     texture = np.array([T2_INTENSITY[name][1] for name in TISSUES], dtype=np.float32)
 
@@ -68,7 +69,8 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
     coarse = ndimage.gaussian_filter(rng.standard_normal(tissue.shape, dtype=np.float32), 3.0)
     grain = fine / fine.std() + coarse / coarse.std()
     image = brightness[tissue] * (1.0 + 0.7 * texture[tissue] * grain)
-    image = ndimage.gaussian_filter(image, PARTIAL_VOLUME_SIGMA)
+    image = np.maximum(ndimage.gaussian_filter(image, PARTIAL_VOLUME_SIGMA), 0.0)  # strong texture can dip below 0
+    image = image ** rng.uniform(0.8, 1.25)  # scans differ in contrast, not only in brightness
 
     x, y, z = (axis / 200.0 for axis in axes_mm)
     linear = rng.normal(0.0, 0.12, 3)
@@ -82,7 +84,7 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
         image = image + strength * (np.roll(image, shift, axis=0) + np.roll(image, -shift, axis=0))
 
     scale = rng.uniform(200, 1200)
-    noise = scale * rng.uniform(0.03, 0.06)
+    noise = scale * rng.uniform(0.02, 0.045)
     real = image * scale + noise * rng.standard_normal(image.shape, dtype=np.float32)
     imaginary = noise * rng.standard_normal(image.shape, dtype=np.float32)
     return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
