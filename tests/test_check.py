@@ -6,6 +6,7 @@ import numpy as np
 
 from unetlib.cli import main
 from unetlib.data import find_pairs
+from unetlib.phantom import SIZES, SLICES_PER_VOLUME
 
 from conftest import write_nifti
 
@@ -13,10 +14,12 @@ from conftest import write_nifti
 def test_clean_data_exits_zero_and_reports_each_split(tiny_phantom, capsys):
     assert main(["check-data", str(tiny_phantom)]) == 0
     out = capsys.readouterr().out
-    for split in ("[train] 96 image/mask pairs", "[validate] 32", "[test] 32"):
+    tiny, volume = SIZES["tiny"], SLICES_PER_VOLUME  # one case-week is 256x144, one per split 256x128x1
+    for split in (f"[train] {tiny.count('train')} image/mask pairs", f"[validate] {tiny.count('validate')}",
+                  f"[test] {tiny.count('test')}"):
         assert split in out
-    assert "256x144: 16" in out and "256x128x1: 16" in out
-    assert "slices centre-cropped/padded to 256x128: 16" in out
+    assert f"256x144: {volume}" in out and f"256x128x1: {volume}" in out
+    assert f"slices centre-cropped/padded to 256x128: {volume}" in out
     assert "slices without prostate:" in out and "prostate" in out
     assert "No problems found" in out
 

@@ -9,6 +9,7 @@ import pytest
 
 import unetlib.data as data
 from unetlib.data import DataError, find_pairs, load_split, normalise, read_image, read_mask, resolve_data_root
+from unetlib.phantom import SIZES
 
 from conftest import make_root, write_nifti
 
@@ -155,8 +156,9 @@ def test_normalise_is_zscore_and_finite_on_constant_slice():
 
 def test_load_split_types_shapes_and_order(tiny_phantom):
     split = load_split(tiny_phantom, "test", progress=False)
-    assert split.images.shape == (32, 256, 128, 1) and split.images.dtype == np.float16
-    assert split.labels.shape == (32, 256, 128) and split.labels.dtype == np.uint8
+    count = SIZES["tiny"].count("test")
+    assert split.images.shape == (count, 256, 128, 1) and split.images.dtype == np.float16
+    assert split.labels.shape == (count, 256, 128) and split.labels.dtype == np.uint8
     assert split.keys == [p.key for p in find_pairs(tiny_phantom, "test")]
     assert split.labels.max() == 5
     # Each slice is z-scored on its own.
@@ -222,4 +224,4 @@ def test_phantom_is_generated_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEFAULT_PHANTOM_SIZE", "tiny")
     root = resolve_data_root()
     assert root == tmp_path / "data" / "phantom"
-    assert len(find_pairs(root, "train")) == 96
+    assert len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
