@@ -121,7 +121,7 @@ RATER_STYLES = {
     "bone": RaterStyle(0.3, 0.5, 0.8, 25.0, 0.5),
     "rectum": RaterStyle(0.5, 1.0, 1.1, 25.0, 0.7),
     "bladder": RaterStyle(0.3, 0.8, 1.0, 35.0, 0.5),
-    "prostate": RaterStyle(0.6, 1.3, 1.4, 22.0, 0.8),
+    "prostate": RaterStyle(0.0, 1.1, 1.4, 22.0, 0.8),
 }
 """Calibrated so that the stored prostate mask agrees with the true gland at Dice ≈ 0.85–0.9,
 the level two human observers reach on prostate MRI."""
@@ -150,11 +150,11 @@ class Pelvis:
 
         # Prostate: 20-80 ml, longest across, tilted so the apex points forward and down.
         volume_ml = float(np.clip(np.exp(n(np.log(35), 0.3)), 20, 80))
-        ratio = np.array([1.55, 0.92, 1.3]) * u(0.9, 1.1, 3)  # widest across, flattest front to back
+        ratio = np.array([1.55, 0.72, 1.3]) * u(0.9, 1.1, 3)  # widest across, flattest front to back
         b = (volume_ml * 1000 / (4 / 3 * np.pi * np.prod(ratio))) ** (1 / 3)
         self.prostate_radii = tuple(ratio * b)
         self.prostate_volume_ml = volume_ml
-        self.prostate_tilt = rotation(pitch=u(0.05, 0.3), yaw=n(0, 0.05))
+        self.prostate_tilt = rotation(pitch=u(0.0, 0.15), yaw=n(0, 0.05))
         self.prostate_egg = u(0.05, 0.2)  # the base is wider than the apex
         self.prostate_surface = SmoothField(case_rng, 25.0)
         self.prostate_surface_mm = u(1.5, 3.5)
