@@ -18,6 +18,7 @@ from unetlib.evaluation import evaluate, load_model
 from unetlib.losses import CrossEntropy, DiceCrossEntropy, SoftDice
 from unetlib.metrics import PooledDice
 from unetlib.model import build_unet
+from unetlib.phantom import SIZES
 from unetlib.pipeline import augment_batch, make_dataset
 from unetlib.prediction import predict_files
 from unetlib.training import train
@@ -175,7 +176,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_phantom, tmp_path, mon
 def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom, tmp_path):
     _, result = smoke_run
     report, predictions = evaluate(result.model_path, tiny_phantom, "test", progress=False)
-    assert predictions.shape == (32, 256, 128) and predictions.dtype == np.uint8
+    assert predictions.shape == (SIZES["tiny"].count("test"), 256, 128) and predictions.dtype == np.uint8
     data = report.to_dict()
     assert set(data["per_class"]) == {"background", "body", "bone", "bladder", "rectum", "prostate"}
     assert data["criterion"] == {"label": "prostate", "min_dice": 0.75, "passed": report.passed}
