@@ -63,3 +63,25 @@ def test_hausdorff95_edge_cases():
     assert math.isnan(hausdorff95(empty, empty))
     assert hausdorff95(full, empty) == math.inf
     assert hausdorff95(empty, full) == math.inf
+
+
+def test_score_pools_slices_into_volumes_by_case_week():
+    from unetlib.evaluation import score
+
+    truth = np.ones((4, 4, 4), np.uint8)  # body everywhere ...
+    pred = truth.copy()
+    truth[0, 0, :2] = truth[1, 0, :2] = 5  # ... and 2 prostate pixels in each slice of volume A
+    pred[0, 0, :2] = 5  # A: found on its first slice, missed on its second
+    pred[2, 3, 3] = 5  # B has no prostate, one pixel predicted
+    keys = ["001_week_0_slice_0", "001_week_0_slice_1", "002_week_1_slice_0", "002_week_1_slice_1"]
+    report = score(truth, pred, np.ones((4, 2)), "test", keys)
+
+    assert report.volumes == 2
+    assert report.pooled_dice[5] == pytest.approx(2 * 2 / (4 + 3))  # the B pixel counts here
+    assert report.volume_dice_mean[5] == pytest.approx(2 * 2 / (4 + 2))  # only A holds prostate
+    assert report.volume_dice_sd[5] == 0.0
+    assert report.slice_dice_mean[5] == pytest.approx(0.5) and report.slice_dice_sd[5] == pytest.approx(0.5)
+    assert math.isnan(report.volume_dice_mean[4])  # rectum in no volume: undefined
+    data = report.to_dict()
+    assert data["volumes"] == 2 and data["per_class"]["rectum"]["volume_dice_mean"] is None
+    assert "2 volumes" in report.format_table()

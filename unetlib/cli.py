@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score a model on a split: per-class Dice, IoU, HD95, course criterion",
         description="Predict every slice of a split and print, per class: Dice pooled over the split, "
-        "mean ± sd of per-slice Dice over slices containing the class, IoU and 95th-percentile "
+        "mean ± sd of per-volume Dice (each case-week's slices stacked) and of per-slice Dice over "
+        "the volumes and slices containing the class, IoU and 95th-percentile "
         "Hausdorff distance in mm; the mean foreground Dice; and the course criterion "
         "(prostate Dice >= 0.75) as PASS/FAIL.",
     )

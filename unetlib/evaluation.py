@@ -1,8 +1,9 @@
 """Evaluation: predict a split, score every class, and report what the course asks for.
 
 Headline numbers are Dice pooled over the whole split (every voxel of every slice). Beside
-them: per-slice Dice (mean ± sd over slices where the class is present in the ground
-truth), IoU, and the 95th-percentile Hausdorff distance in mm.
+them: per-volume Dice (each case-week's 60 slices stacked into one volume, mean ± sd over
+the volumes whose ground truth holds the class), per-slice Dice (the same over slices), IoU,
+and the 95th-percentile Hausdorff distance in mm.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class EvaluationReport:
     iou: np.ndarray
     slice_dice_mean: np.ndarray
     slice_dice_sd: np.ndarray
+    volume_dice_mean: np.ndarray
+    volume_dice_sd: np.ndarray
+    volumes: int
     hd95_mm: np.ndarray
     confusion: np.ndarray
     per_slice_dice: np.ndarray = field(repr=False)  # [N, C], NaN where undefined
@@ -78,12 +82,15 @@ class EvaluationReport:
                 "hd95_mm": _number(self.hd95_mm[c]),
                 "slice_dice_mean": _number(self.slice_dice_mean[c]),
                 "slice_dice_sd": _number(self.slice_dice_sd[c]),
+                "volume_dice_mean": _number(self.volume_dice_mean[c]),
+                "volume_dice_sd": _number(self.volume_dice_sd[c]),
             }
             for c, name in enumerate(LABELS)
         }
         return {
             "split": self.split,
             "slices": self.slices,
+            "volumes": self.volumes,
             "per_class": per_class,
             "mean_foreground_dice": _number(self.mean_foreground_dice),
             "criterion": {"label": CRITERION_LABEL, "min_dice": CRITERION_MIN_DICE, "passed": self.passed},
@@ -92,12 +99,14 @@ class EvaluationReport:
 
     def format_table(self) -> str:
         lines = [
-            f"Split: {self.split} ({self.slices} slices)",
-            f"{'class':<11}{'Dice':>7}{'slice Dice (mean ± sd)':>25}{'IoU':>7}{'HD95 mm':>9}",
+            f"Split: {self.split} ({self.slices} slices, {self.volumes} volumes)",
+            f"{'class':<11}{'Dice':>7}{'volume Dice (mean ± sd)':>25}{'slice Dice (mean ± sd)':>25}{'IoU':>7}{'HD95 mm':>9}",
         ]
         for c, name in enumerate(LABELS):
             lines.append(
-                f"{name:<11}{self.pooled_dice[c]:>7.3f}{self.slice_dice_mean[c]:>16.3f} ± {self.slice_dice_sd[c]:<6.3f}"
+                f"{name:<11}{self.pooled_dice[c]:>7.3f}"
+                f"{self.volume_dice_mean[c]:>16.3f} ± {self.volume_dice_sd[c]:<6.3f}"
+                f"{self.slice_dice_mean[c]:>16.3f} ± {self.slice_dice_sd[c]:<6.3f}"
                 f"{self.iou[c]:>7.3f}{self.hd95_mm[c]:>9.2f}"
             )
         lines.append(f"mean foreground Dice: {self.mean_foreground_dice:.3f}")
@@ -118,17 +127,24 @@ def _number(value: float) -> float | None | str:
 def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: str = "", keys=None) -> EvaluationReport:
     """Score predicted label maps against the truth; ``spacings[N, 2]`` are mm per pixel.
 
-    HD95 per class is the mean over slices where the class is present in both truth and
-    prediction (finite distances); slices where it was missed or hallucinated show up in
-    the per-slice Dice instead.
+    Slices are grouped into volumes by the case-week of their ``keys``
+    (``004_week_0_slice_12`` belongs to ``004_week_0``); without keys the split is one volume.
+    Per-slice and per-volume Dice are undefined (NaN) where the truth lacks the class, so
+    their means cover only slices or volumes that hold it; a class predicted there counts
+    in the pooled Dice. HD95 per class is the mean over slices where the class is present
+    in both truth and prediction (finite distances); slices where it was missed or
+    hallucinated show up in the per-slice Dice instead.
     """
     confusion = confusion_matrix(y_true, y_pred)
     per_slice = np.full((len(y_true), NUM_CLASSES), np.nan)
     distances = np.full((len(y_true), NUM_CLASSES), np.nan)
+    keys = list(keys or [])
+    volume_of = [key.split("_slice_")[0] for key in keys] if len(keys) == len(y_true) else [""] * len(y_true)
+    volume_confusion: dict[str, np.ndarray] = {}
     for index, (truth, guess) in enumerate(zip(y_true, y_pred)):
         slice_confusion = confusion_matrix(truth, guess)
-        per_slice[index] = dice_from_confusion(slice_confusion)
-        per_slice[index][slice_confusion.sum(axis=1) == 0] = np.nan  # class absent from the truth
+        volume_confusion[volume_of[index]] = volume_confusion.get(volume_of[index], 0) + slice_confusion
+        per_slice[index] = _dice_where_present(slice_confusion)
         for c in range(1, NUM_CLASSES):
             present_true, present_pred = truth == c, guess == c
             if present_true.any() and present_pred.any():
@@ -136,9 +152,19 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes never present
         slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)
+        per_volume = np.array([_dice_where_present(matrix) for matrix in volume_confusion.values()])
+        volume_mean, volume_sd = np.nanmean(per_volume, axis=0), np.nanstd(per_volume, axis=0)
         hd95 = np.nanmean(distances, axis=0)
     return EvaluationReport(split, len(y_true), dice_from_confusion(confusion), iou_from_confusion(confusion),
-                            slice_mean, slice_sd, hd95, confusion, per_slice, list(keys or []))
+                            slice_mean, slice_sd, volume_mean, volume_sd, len(volume_confusion), hd95, confusion,
+                            per_slice, keys)
+
+
+def _dice_where_present(matrix: np.ndarray) -> np.ndarray:
+    """Per-class Dice from a confusion matrix, NaN for classes absent from its ground truth."""
+    dice = dice_from_confusion(matrix).astype(float)
+    dice[matrix.sum(axis=1) == 0] = np.nan
+    return dice
 
 
 def pixel_spacings(root: Path | str, split: str) -> np.ndarray:
