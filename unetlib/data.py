@@ -74,6 +74,11 @@ class SlicePair:
     slice: int
 
 
+def volume_key(key: str) -> str:
+    """The case-week (volume) a slice key belongs to: ``004_week_0_slice_12`` → ``004_week_0``."""
+    return key.split("_slice_")[0]
+
+
 class SplitArrays(NamedTuple):
     """A decoded split: ``images[N,256,128,1]`` (float16 z-scores, or float32 raw values),
     ``labels[N,256,128]`` uint8, and the slice keys."""

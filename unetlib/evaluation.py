@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetlib.data import find_pairs, load_split, resolve_data_root
+from unetlib.data import find_pairs, load_split, resolve_data_root, volume_key
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
 import unetlib.model  # noqa: F401  (registers the custom layers for loading)
@@ -139,7 +139,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     per_slice = np.full((len(y_true), NUM_CLASSES), np.nan)
     distances = np.full((len(y_true), NUM_CLASSES), np.nan)
     keys = list(keys or [])
-    volume_of = [key.split("_slice_")[0] for key in keys] if len(keys) == len(y_true) else [""] * len(y_true)
+    volume_of = [volume_key(key) for key in keys] if len(keys) == len(y_true) else [""] * len(y_true)
     volume_confusion: dict[str, np.ndarray] = {}
     for index, (truth, guess) in enumerate(zip(y_true, y_pred)):
         slice_confusion = confusion_matrix(truth, guess)

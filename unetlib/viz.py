@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch
 
+from unetlib.data import volume_key
 from unetlib.labels import LABEL_COLOURS, LABELS
 
 FOREGROUND = tuple(range(1, len(LABELS)))
@@ -191,7 +192,7 @@ VIEWS = ("ground truth", "prediction", "error")
 
 def _case_week(key: str) -> str:
     """'004_week_0_slice_12' → 'case 004 week 0' (the volume a slice belongs to)."""
-    case, _, week = key.split("_slice_")[0].partition("_week_")
+    case, _, week = volume_key(key).partition("_week_")
     return f"case {case} week {week}"
 
 
