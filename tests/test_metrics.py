@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from unetlib.metrics import confusion_matrix, dice_per_class, hausdorff95, iou_per_class
+from unetlib.metrics import confusion_matrix, dice_per_class, hausdorff95, iou_per_class, surface_distances
 
 
 def test_dice_and_iou_known_values():
@@ -85,3 +85,29 @@ def test_score_pools_slices_into_volumes_by_case_week():
     data = report.to_dict()
     assert data["volumes"] == 2 and data["per_class"]["rectum"]["volume_dice_mean"] is None
     assert "2 volumes" in report.format_table()
+
+
+def test_surface_distances_run_both_ways_in_mm():
+    a = np.zeros((40, 40), bool)
+    a[10:20, 10:20] = True
+    b = np.roll(a, 3, axis=0)
+    pred_to_true, true_to_pred = surface_distances(a, b, spacing=(2.0, 1.0))
+    assert len(pred_to_true) == len(true_to_pred) == 36  # the 10x10 square's border pixels
+    assert pred_to_true.max() == true_to_pred.max() == pytest.approx(6.0)  # the shifted rows, 3 px at 2 mm
+    assert pred_to_true.min() == 0.0  # the sides overlap
+    assert hausdorff95(a, b, (2.0, 1.0)) == pytest.approx(max(np.percentile(pred_to_true, 95), np.percentile(true_to_pred, 95)))
+
+
+def test_comparison_table_has_a_row_per_run_with_its_organ_dice():
+    from unetlib.evaluation import format_comparison, score
+
+    truth = np.ones((2, 4, 4), np.uint8)
+    truth[:, 0, :2] = 5
+    worse = truth.copy()
+    worse[0, 0, :2] = 1  # half the prostate pixels missed
+    spacing = np.ones((2, 2))
+    table = format_comparison({"perfect": score(truth, truth, spacing), "half": score(truth, worse, spacing)})
+    header, perfect, half = table.splitlines()
+    assert header.split() == ["run", "body", "bone", "bladder", "rectum", "prostate", "mean"]
+    assert perfect.split()[0] == "perfect" and perfect.split()[5] == "1.000"
+    assert half.split()[0] == "half" and half.split()[5] == f"{2 * 2 / (4 + 2):.3f}"

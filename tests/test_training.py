@@ -15,13 +15,14 @@ import tensorflow as tf
 from unetlib.config import PRESETS, Config, make_config
 from unetlib.data import find_pairs, read_mask
 from unetlib.evaluation import evaluate, load_model
+from unetlib.labels import PROSTATE
 from unetlib.losses import CrossEntropy, DiceCrossEntropy, SoftDice
 from unetlib.metrics import PooledDice
 from unetlib.model import build_unet
 from unetlib.phantom import SIZES
 from unetlib.pipeline import augment_batch, make_dataset
 from unetlib.prediction import predict_files
-from unetlib.training import train
+from unetlib.training import snapshot_indices, train
 
 from conftest import write_nifti
 
@@ -143,6 +144,15 @@ def test_smoke_training_lowers_the_loss_and_writes_run_files(smoke_run):
         assert (result.out / name).is_file()
     assert Config.load(result.out / "config.json") == config
     assert load_model(result.model_path).output_shape == (None, 256, 128, 6)
+    snapshots = sorted(path.name for path in (result.out / "snapshots").iterdir())
+    assert snapshots == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]  # one per epoch, no partial files left
+
+
+def test_snapshot_slices_show_prostate_from_large_to_small():
+    labels = np.zeros((6, 8, 8), np.uint8)
+    for index, area in zip(range(6), (0, 9, 1, 16, 0, 4)):  # slices 0 and 4 show no prostate
+        labels[index].flat[:area] = PROSTATE
+    assert list(snapshot_indices(labels, count=3)) == [3, 1, 5]  # areas 16, 9, 4: largest first, short of the tiniest
 
 
 def test_finished_run_is_reused_and_different_config_refused(smoke_run):

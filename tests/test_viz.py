@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from unetlib.viz import SliceViewer, plot_history
+from unetlib.viz import ERROR_COLOURS, SliceViewer, plot_history
 
 
 @pytest.fixture
@@ -52,13 +52,23 @@ def test_class_toggles_and_opacity_shape_the_overlay(viewer):
     assert np.all(viewer.overlay()[..., 3] == 0)
 
 
-def test_error_view_marks_only_disagreement(viewer):
-    viewer.view.value = "error"
+def error_colours(viewer) -> set[tuple[float, ...]]:
+    """The colours of the error view's marked pixels, after checking only the 4x4 error is marked."""
     overlay = viewer.overlay()
-    wrong = overlay[..., 3] > 0
-    assert wrong.sum() == 16  # the 4x4 missed prostate, nothing else
-    assert np.all(overlay[wrong][:, :3] == (1.0, 0.0, 0.0))  # red = missed
-    viewer.view.value = "prediction"
+    marked = overlay[..., 3] > 0
+    assert marked.sum() == 16
+    return {tuple(colour) for colour in overlay[marked][:, :3]}
+
+
+def test_error_view_tells_missed_added_and_confused_apart(viewer):
+    viewer.view.value = "error"  # the fixture's prediction calls the 4x4 prostate body
+    assert error_colours(viewer) == {ERROR_COLOURS["wrong organ"]}
+    viewer.classes["body"].value = False  # body hidden: the prostate is simply missed
+    assert error_colours(viewer) == {ERROR_COLOURS["missed"]}
+    viewer.classes["body"].value, viewer.classes["prostate"].value = True, False  # body added where there is none
+    assert error_colours(viewer) == {ERROR_COLOURS["wrongly added"]}
+    viewer.classes["prostate"].value = True
+    viewer.view.value = "prediction"  # the prediction holds no prostate at all
     assert not np.any(np.all(np.isclose(viewer.overlay()[..., :3], (1.0, 0.0, 0.431), atol=0.01), axis=-1))
 
 

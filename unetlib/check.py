@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from unetlib.data import SPLITS, DataError, read_pair, scan_split
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE

@@ -29,7 +29,7 @@ from typing import Iterable, NamedTuple
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then shows the finished bar, not a widget's 0%
 
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from unetlib.data import find_pairs, load_split, resolve_data_root, volume_key
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
@@ -114,6 +114,16 @@ class EvaluationReport:
         lines.append(f"course criterion ({CRITERION_LABEL} Dice >= {CRITERION_MIN_DICE}): {verdict} "
                      f"({self.pooled_dice[PROSTATE]:.3f})")
         return "\n".join(lines)
+
+
+def format_comparison(reports: dict[str, EvaluationReport]) -> str:
+    """Pooled Dice per organ of several runs on the same split, one row per run."""
+    width = max(len(name) for name in reports) + 2
+    lines = [f"{'run':<{width}}" + "".join(f"{name:>10}" for name in LABELS[1:]) + f"{'mean':>8}"]
+    for name, report in reports.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{value:>10.3f}" for value in report.pooled_dice[1:])
+                     + f"{report.mean_foreground_dice:>8.3f}")
+    return "\n".join(lines)
 
 
 def _number(value: float) -> float | None | str:

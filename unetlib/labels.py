@@ -16,7 +16,7 @@ SLICE_SHAPE: tuple[int, int] = (256, 128)
 LABEL_COLOURS: dict[str, str] = {
     "background": "#00000000",
     "body": "#f2c14e",
-    "bone": "#e8e8e8",
+    "bone": "#2ec4b6",
     "bladder": "#3a86ff",
     "rectum": "#8f5a3c",
     "prostate": "#ff006e",

@@ -74,10 +74,18 @@ def hausdorff95(true_mask: np.ndarray, pred_mask: np.ndarray, spacing: tuple[flo
         return float("nan")
     if not true_mask.any() or not pred_mask.any():
         return float("inf")
-    true_edge, pred_edge = _surface(true_mask), _surface(pred_mask)
+    pred_to_true, true_to_pred = surface_distances(true_mask, pred_mask, spacing)
+    return float(max(np.percentile(pred_to_true, 95), np.percentile(true_to_pred, 95)))
+
+
+def surface_distances(true_mask: np.ndarray, pred_mask: np.ndarray,
+                      spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Distances in mm from each boundary pixel of the prediction to the nearest boundary pixel
+    of the truth, and from each true boundary pixel to the prediction's (both masks non-empty)."""
+    true_edge, pred_edge = _surface(np.asarray(true_mask, bool)), _surface(np.asarray(pred_mask, bool))
     to_true = ndimage.distance_transform_edt(~true_edge, sampling=spacing)
     to_pred = ndimage.distance_transform_edt(~pred_edge, sampling=spacing)
-    return float(max(np.percentile(to_true[pred_edge], 95), np.percentile(to_pred[true_edge], 95)))
+    return to_true[pred_edge], to_pred[true_edge]
 
 
 @keras.saving.register_keras_serializable(package="unetlib")

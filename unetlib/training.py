@@ -7,6 +7,7 @@ A run's folder holds everything it produced::
     OUT/config.json      the config used
     OUT/history.csv      one row per epoch (appended across resumes)
     OUT/curves.png       training curves
+    OUT/snapshots/       epoch_001.png, ...: predictions on a few fixed validation slices after each epoch
     OUT/backup/          Keras BackupAndRestore state while training is unfinished
     OUT/complete.json    written when the run finishes, with its summary
 """
@@ -42,9 +43,10 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 """Default home of training runs (git-ignored)."""
 
 
-def run_dir(config: Config) -> Path:
-    """The default folder of a preset's run: ``runs/PRESET``."""
-    return RUNS_DIR / config.preset
+def run_dir(config: Config, variant: str | None = None) -> Path:
+    """The default folder of a preset's run, ``runs/PRESET``, or of a variant of it (an
+    experiment with other settings), ``runs/PRESET-VARIANT``."""
+    return RUNS_DIR / (config.preset if variant is None else f"{config.preset}-{variant}")
 
 
 @dataclass
@@ -74,6 +76,44 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         partial = self.path.with_name(f".{self.path.stem}.partial.keras")
         self.model.save(partial)
         os.replace(partial, self.path)
+
+
+def snapshot_indices(labels: np.ndarray, count: int = 3) -> np.ndarray:
+    """``count`` fixed slices to watch during training: among the slices showing prostate, those
+    at evenly spaced ranks of prostate area, from the largest gland section to a small one."""
+    area = (labels == PROSTATE).sum(axis=(1, 2))
+    with_prostate = np.flatnonzero(area)
+    by_area = with_prostate[np.argsort(-area[with_prostate], kind="stable")]
+    return by_area[np.linspace(0, 0.8 * (len(by_area) - 1), count).round().astype(int)]
+
+
+class EpochSnapshots(keras.callbacks.Callback):
+    """After each epoch, draw the model's predictions on a few fixed slices (with their ground
+    truth) into ``folder/epoch_NNN.png``: the same slices, epoch after epoch, show what the
+    numbers in history.csv mean. Each file is written atomically."""
+
+    def __init__(self, folder: Path, images: np.ndarray, labels: np.ndarray, keys: list[str]):
+        super().__init__()
+        self.folder, self.images, self.labels, self.keys = Path(folder), images, labels, keys
+
+    def on_epoch_end(self, epoch, logs=None):
+        import matplotlib.pyplot as plt
+
+        from unetlib.viz import plot_predictions
+
+        predictions = np.asarray(self.model.predict(self.images, verbose=0)).argmax(axis=-1)
+        figure = plot_predictions(self.images, self.labels, predictions, self.keys)
+        figure.suptitle(f"epoch {epoch + 1}", x=0.01, ha="left", fontsize=10)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_figure(figure, self.folder / f"epoch_{epoch + 1:03d}.png")
+        plt.close(figure)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Save a matplotlib figure as PNG via a temporary file and an atomic rename."""
+    partial = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(partial, dpi=100, bbox_inches="tight")
+    os.replace(partial, path)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -183,6 +223,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
             keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.patience),
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
             keras.callbacks.TerminateOnNaN(),
+            EpochSnapshots(out / "snapshots", *_snapshot_slices(validate_split)),
         ]
         if config.max_minutes:
             run_callbacks.append(TimeBudget(config.max_minutes))
@@ -199,7 +240,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
     from unetlib.viz import plot_history
 
     figure = plot_history(history)
-    figure.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    save_figure(figure, out / "curves.png")
     plt.close(figure)
     summary = {
         "epochs_run": len(history.get("epoch", [])),
@@ -211,6 +252,12 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
     }
     (out / "complete.json").write_text(json.dumps(summary, indent=2) + "\n")
     return TrainResult(out, out / "model.keras", history)
+
+
+def _snapshot_slices(split) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and keys of the validation slices :class:`EpochSnapshots` draws."""
+    chosen = snapshot_indices(split.labels)
+    return np.asarray(split.images[chosen], np.float32), split.labels[chosen], [split.keys[i] for i in chosen]
 
 
 def _at_best(history: dict[str, list[float]], key: str) -> float:

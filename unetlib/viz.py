@@ -185,9 +185,95 @@ def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], column
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
+def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, titles: list[str]):
+    """Ground truth (top row) above prediction (bottom row) for each slice, one column per slice."""
+    count = len(images)
+    return show_pairs(np.concatenate([images, images]), np.concatenate([labels, predictions]),
+                      [f"truth {t}" for t in titles] + ["prediction"] * count, columns=count)
+
+
+def show_snapshots(folder, epochs: list[int] | None = None):
+    """Stack the per-epoch prediction figures a run wrote to ``folder`` (``epoch_NNN.png``):
+    by default the first, a middle and the last epoch."""
+    from pathlib import Path
+
+    files = sorted(Path(folder).glob("epoch_*.png"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no epoch_*.png snapshots (written by training runs since this version)")
+    by_epoch = {int(f.stem.split("_")[1]): f for f in files}
+    if epochs is None:
+        numbers = sorted(by_epoch)
+        epochs = sorted({numbers[0], numbers[len(numbers) // 2], numbers[-1]})
+    missing = [e for e in epochs if e not in by_epoch]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no snapshot for epoch(s) {missing}; it holds {sorted(by_epoch)}")
+    pictures = [plt.imread(by_epoch[e]) for e in epochs]
+    width = max(p.shape[1] for p in pictures)
+    scale = 0.0065  # inches per pixel of the stored figures: two-thirds of their size keeps a notebook light
+    fig, axes = plt.subplots(len(pictures), 1, figsize=(scale * width, scale * sum(p.shape[0] for p in pictures)), squeeze=False)
+    for ax, picture in zip(axes[:, 0], pictures):
+        ax.imshow(picture)
+        ax.axis("off")
+    fig.subplots_adjust(0, 0, 1, 1, 0, 0)
+    return fig
+
+
+def show_probability_maps(image: np.ndarray, probabilities: np.ndarray):
+    """The slice next to the network's softmax output ``[H, W, 6]``: one probability map per class."""
+    fig, axes = plt.subplots(1, len(LABELS) + 1, figsize=(2.6 * (len(LABELS) + 1), 2.0))
+    draw(axes[0], image, cmap="gray")
+    axes[0].set_title("input", fontsize=9)
+    for c, ax in enumerate(axes[1:]):
+        shown = draw(ax, probabilities[..., c], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"P({LABELS[c]})", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes, fraction=0.015, pad=0.01)
+    return fig
+
+
+def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: np.ndarray,
+                           spacing: tuple[float, float], margin: int = 12):
+    """What HD95 measures on one slice: the true and predicted borders (left, zoomed on the
+    organ) and the distances from each border pixel to the other border, with the 95th
+    percentile of each direction and their maximum, the HD95 (right)."""
+    from unetlib.metrics import hausdorff95, surface_distances
+
+    pred_to_true, true_to_pred = surface_distances(true_mask, pred_mask, spacing)
+    hd95 = hausdorff95(true_mask, pred_mask, spacing)
+    rows, columns = np.nonzero(true_mask | pred_mask)
+    window = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+              slice(max(columns.min() - margin, 0), columns.max() + margin + 1))
+    fig, (image_ax, histogram_ax) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
+    draw(image_ax, np.squeeze(image)[window], cmap="gray")
+    for mask, colour, name in ((true_mask, "#00e676", "true border"), (pred_mask, "#ff006e", "predicted border")):
+        image_ax.contour(mask[window].T.astype(float), levels=[0.5], colors=colour, linewidths=1.5)
+        image_ax.plot([], [], color=colour, label=name)
+    image_ax.legend(fontsize=8, loc="upper right")
+    image_ax.set_title("zoomed on the organ", fontsize=9)
+    image_ax.axis("off")
+    bins = np.linspace(0, max(pred_to_true.max(), true_to_pred.max()) + 0.5, 30)
+    for distances, colour, name in ((pred_to_true, "#ff006e", "predicted border → true"),
+                                    (true_to_pred, "#00a152", "true border → predicted")):
+        histogram_ax.hist(distances, bins=bins, color=colour, alpha=0.5, label=name)
+        histogram_ax.axvline(np.percentile(distances, 95), color=colour, linestyle=":", linewidth=1.5)
+    histogram_ax.axvline(hd95, color="black", linestyle="--", label=f"HD95 = {hd95:.1f} mm (larger 95th percentile)")
+    histogram_ax.set(xlabel="distance to the other border (mm)", ylabel="border pixels")
+    histogram_ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- slice viewer
 
 VIEWS = ("ground truth", "prediction", "error")
+ERROR_COLOURS = {
+    "missed": (1.0, 0.0, 0.0),         # a shown class predicted as background or a hidden class
+    "wrongly added": (1.0, 0.85, 0.0),  # a shown class predicted where the truth is neither
+    "wrong organ": (0.0, 0.75, 1.0),    # one shown class taken for another
+}
+"""The error view's colours. A pixel whose true and predicted classes are both shown gets a
+colour of its own, rather than one of "missed" or "added" hiding the other."""
 
 
 def _case_week(key: str) -> str:
@@ -201,15 +287,15 @@ class SliceViewer:
 
     ``images[N,H,W,1]`` with optional ``labels`` (ground truth), ``predictions`` and ``keys``
     (dataset keys such as ``004_week_0_slice_12``, used to group slices by case-week).
-    Views: ground truth, prediction, or the error (pixels of a shown class where prediction
-    and truth disagree: red = missed, yellow = wrongly added).
+    Views: ground truth, prediction, or the error: pixels of a shown class where prediction
+    and truth disagree, in three colours (see :data:`ERROR_COLOURS`).
 
     Each frame is drawn to PNG and shown in an ``ipywidgets.Image``, so the viewer works
     live in JupyterLab and, where widgets are not live (GitHub, nbconvert HTML, a stored
     notebook), the last frame still shows as a static image.
     """
 
-    def __init__(self, images, labels=None, predictions=None, keys=None, *, title: str = "", width: int = 640):
+    def __init__(self, images, labels=None, predictions=None, keys=None, *, title: str = "", width: int = 860):
         import ipywidgets as widgets
 
         self.images, self.labels, self.predictions = images, labels, predictions
@@ -266,10 +352,11 @@ class SliceViewer:
         rgba = np.zeros((width, height, 4))
         if view == "error":
             truth, guess = self.labels[index].T, self.predictions[index].T
-            missed = np.isin(truth, shown) & (truth != guess)
-            added = np.isin(guess, shown) & (truth != guess)
-            rgba[added] = (1.0, 0.85, 0.0, alpha)
-            rgba[missed] = (1.0, 0.0, 0.0, alpha)
+            wrong = truth != guess
+            true_shown, guess_shown = np.isin(truth, shown), np.isin(guess, shown)
+            for (_, colour), where in zip(ERROR_COLOURS.items(), (true_shown & ~guess_shown, guess_shown & ~true_shown,
+                                                                    true_shown & guess_shown)):
+                rgba[wrong & where] = (*colour, alpha)
         return rgba
 
     def render(self) -> bytes:
@@ -279,15 +366,15 @@ class SliceViewer:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(7, 3.9), dpi=90)
+        figure = Figure(figsize=(9.5, 4.0), dpi=100)
         FigureCanvasAgg(figure)
-        ax = figure.add_axes([0.0, 0.0, 0.78, 0.9])
+        ax = figure.add_axes([0.0, 0.0, 0.8, 0.92])
         draw(ax, self.images[self.index], cmap="gray")
         draw(ax, self.overlay(), interpolation="nearest")
         ax.set_title(f"{self.title} {self.keys[self.index]} — {self.view.value}".strip(), fontsize=10)
         ax.axis("off")
         if self.view.value == "error":
-            handles = [Patch(color="red", label="missed"), Patch(color=(1.0, 0.85, 0.0), label="wrongly added")]
+            handles = [Patch(color=colour, label=name) for name, colour in ERROR_COLOURS.items()]
         else:
             handles = legend_handles()
         figure.legend(handles=handles, loc="center right", fontsize=8, frameon=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from unetlib.data import SPLITS, image_dir, mask_dir
 from unetlib.phantom.anatomy import Pelvis
