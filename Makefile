@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install test demo bench lab clean
+.PHONY: help install test demo notebooks bench lab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,10 @@ demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run
 	$(BIN)/unetlib train --preset quick --out runs/quick --reuse
 	$(BIN)/jupyter nbconvert --to notebook --execute --output-dir runs/notebooks notebooks/0*.ipynb
 	$(BIN)/unetlib evaluate runs/quick/model.keras --json runs/quick/test_scores.json
+
+notebooks: $(STAMP)  ## re-run every notebook in place with the default profile, keeping real outputs (about 20 minutes)
+	env -u UNETLIB_PROFILE $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 notebooks/0*.ipynb
+	$(BIN)/jupyter nbconvert --coalesce-streams notebooks/0*.ipynb  # progress bars: keep each one's final line
 
 bench: $(STAMP)  ## measure speed and memory on a full-size phantom (several minutes)
 	$(BIN)/python benchmarks/bench.py --size full
