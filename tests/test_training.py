@@ -153,6 +153,7 @@ def test_snapshot_slices_show_prostate_from_large_to_small():
     for index, area in zip(range(6), (0, 9, 1, 16, 0, 4)):  # slices 0 and 4 show no prostate
         labels[index].flat[:area] = PROSTATE
     assert list(snapshot_indices(labels, count=3)) == [3, 1, 5]  # areas 16, 9, 4: largest first, short of the tiniest
+    assert len(snapshot_indices(np.zeros((3, 8, 8), np.uint8))) == 0  # no prostate anywhere: nothing to watch
 
 
 def test_finished_run_is_reused_and_different_config_refused(smoke_run):

@@ -80,9 +80,12 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 def snapshot_indices(labels: np.ndarray, count: int = 3) -> np.ndarray:
     """``count`` fixed slices to watch during training: among the slices showing prostate, those
-    at evenly spaced ranks of prostate area, from the largest gland section to a small one."""
+    at evenly spaced ranks of prostate area, from the largest gland section to a small one
+    (none when no slice shows prostate)."""
     area = (labels == PROSTATE).sum(axis=(1, 2))
     with_prostate = np.flatnonzero(area)
+    if len(with_prostate) == 0:
+        return with_prostate
     by_area = with_prostate[np.argsort(-area[with_prostate], kind="stable")]
     return by_area[np.linspace(0, 0.8 * (len(by_area) - 1), count).round().astype(int)]
 
@@ -223,8 +226,10 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
             keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.patience),
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
             keras.callbacks.TerminateOnNaN(),
-            EpochSnapshots(out / "snapshots", *_snapshot_slices(validate_split)),
         ]
+        watched = _snapshot_slices(validate_split)
+        if len(watched[0]):  # a validation split without prostate has nothing to watch
+            run_callbacks.append(EpochSnapshots(out / "snapshots", *watched))
         if config.max_minutes:
             run_callbacks.append(TimeBudget(config.max_minutes))
         run_callbacks += list(callbacks or [])
