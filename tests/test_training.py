@@ -103,6 +103,17 @@ def test_augmentation_moves_image_and_mask_together():
     np.testing.assert_array_equal(half_labels.numpy(), out_labels)
 
 
+def test_rotation_fills_with_the_image_background_not_zero():
+    # A z-scored slice: air is the minimum (-1 here), 0 is a tissue grey.
+    image = np.full((4, 256, 128, 1), -1.0, np.float32)
+    image[:, 100:150, 40:90] = 2.0
+    labels = np.zeros((4, 256, 128), np.uint8)
+    out = augment_batch(tf.constant(image), tf.constant(labels), tf.constant([1, 2], tf.int64))[0].numpy()
+    for sample in out[..., 0]:
+        corners = sample[[0, 0, -1, -1], [0, -1, 0, -1]]  # rotated in from outside the slice
+        np.testing.assert_allclose(corners, sample.min(), atol=1e-5)
+
+
 def test_dataset_batches_every_slice_once_per_epoch():
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((10, 256, 128, 1), np.float32)
     labels = np.zeros((10, 256, 128), np.uint8)

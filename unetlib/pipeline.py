@@ -17,6 +17,7 @@ import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 import math
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -69,15 +70,11 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, seed) -> tuple[tf.Tensor
     masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[1]), masks)
 
     transforms = _affine_transforms(count, height, width, geometry_seed)
-    shape = tf.constant([height, width], tf.int32)
-
-    def warp(batch, interpolation):
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=batch, transforms=transforms, output_shape=shape, fill_value=0.0,
-            interpolation=interpolation, fill_mode="CONSTANT")
-
-    images = warp(images, "BILINEAR")
-    masks = warp(masks, "NEAREST")
+    # Pixels rotated in from outside the slice take each image's own background (its
+    # minimum), not 0: after z-scoring, 0 is mid-grey tissue intensity, not air.
+    background = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    images = keras.ops.image.affine_transform(images - background, transforms, interpolation="bilinear") + background
+    masks = keras.ops.image.affine_transform(masks, transforms, interpolation="nearest")
 
     gain_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(intensity_seed, 2))
     gain = 1.0 + tf.random.stateless_uniform([count, 1, 1, 1], gain_seed, -INTENSITY_SCALE, INTENSITY_SCALE)
