@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from unetlib.config import PRESETS, Config, make_config
 from unetlib.data import find_pairs, read_mask
-from unetlib.evaluation import evaluate, load_model
+from unetlib.evaluation import evaluate, load_model, predict_labels, predict_probabilities
 from unetlib.labels import PROSTATE
 from unetlib.losses import CrossEntropy, DiceCrossEntropy, SoftDice
 from unetlib.metrics import PooledDice
@@ -36,6 +36,15 @@ def test_unet_shapes_names_and_softmax():
     assert {"enc1_conv1", "down1", "bridge_conv2", "up1", "dec1_conv2", "probabilities"} <= names
     with pytest.raises(ValueError, match="not divisible"):
         build_unet((4, 8, 16, 32, 64, 128, 256, 512, 1024))
+
+
+def test_probabilities_sum_to_one_and_their_argmax_is_the_label_map():
+    model = build_unet((4, 8, 16))
+    images = np.random.default_rng(0).normal(size=(5, 256, 128, 1)).astype(np.float32)
+    probabilities = predict_probabilities(model, images, batch_size=2, progress=False)
+    assert probabilities.shape == (5, 256, 128, 6) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(-1), predict_labels(model, images, batch_size=3, progress=False))
 
 
 def test_seed_preset_is_the_original_recipe():

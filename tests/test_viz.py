@@ -7,7 +7,8 @@ import base64
 import numpy as np
 import pytest
 
-from unetlib.viz import ERROR_COLOURS, SliceViewer, plot_history
+from unetlib.labels import LABELS
+from unetlib.viz import ERROR_COLOURS, SliceViewer, plot_history, show_probability_maps
 
 
 @pytest.fixture
@@ -91,3 +92,16 @@ def test_history_plot_has_loss_and_dice_panels():
     loss_ax, dice_ax = figure.axes
     assert len(loss_ax.lines) == 2 and len(dice_ax.lines) == 2
     assert dice_ax.get_ylim() == (0, 1)
+
+
+def test_probability_maps_show_each_class_and_the_label_map_they_give():
+    probabilities = np.zeros((32, 16, 6), np.float32)
+    probabilities[..., 0] = 1.0
+    probabilities[8:20, 4:12] = np.eye(6)[3]
+    figure = show_probability_maps(np.zeros((32, 16, 1)), probabilities)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels[:7]] == ["input"] + [f"P({name})" for name in LABELS]
+    bladder_map = panels[4].images[0].get_array()  # display orientation: transposed
+    np.testing.assert_array_equal(bladder_map, probabilities[..., 3].T)
+    label_map = panels[7].images[-1].get_array()  # the overlay: bladder colour where P(bladder) = 1
+    assert label_map[6, 10, 3] > 0 and label_map[0, 0, 3] == 0

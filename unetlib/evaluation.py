@@ -38,11 +38,27 @@ def load_model(path: Path | str) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, progress: bool):
+    """``(start, softmax of images[start:start + batch_size])`` batch by batch, with a progress bar."""
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
+        yield start, np.asarray(model.predict_on_batch(images[start : start + batch_size].astype(np.float32)))
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 16,
+                          progress: bool = True) -> np.ndarray:
+    """The softmax output ``[N,H,W,classes]`` float32 for images ``[N,H,W,1]``: one probability per
+    class and pixel (6 float32 per pixel, about 0.8 MB a slice; use :func:`predict_labels` for
+    labels alone)."""
+    out = np.empty(images.shape[:3] + (model.output_shape[-1],), dtype=np.float32)
+    for start, probabilities in _predicted_batches(model, images, batch_size, progress):
+        out[start : start + batch_size] = probabilities
+    return out
+
+
 def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True) -> np.ndarray:
     """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``."""
     out = np.empty(images.shape[:3], dtype=np.uint8)
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        probabilities = model.predict_on_batch(images[start : start + batch_size].astype(np.float32))
+    for start, probabilities in _predicted_batches(model, images, batch_size, progress):
         out[start : start + batch_size] = np.argmax(probabilities, axis=-1)
     return out
 

@@ -219,16 +219,19 @@ def show_snapshots(folder, epochs: list[int] | None = None):
 
 
 def show_probability_maps(image: np.ndarray, probabilities: np.ndarray):
-    """The slice next to the network's softmax output ``[H, W, 6]``: one probability map per class."""
-    fig, axes = plt.subplots(1, len(LABELS) + 1, figsize=(2.6 * (len(LABELS) + 1), 2.0))
+    """The slice, the network's softmax output ``[H, W, 6]`` as one probability map per class,
+    and the label map they give (each pixel's most probable class), two panels a row."""
+    fig, axes = plt.subplots(4, 2, figsize=(10, 10.5), layout="constrained")
+    axes = axes.ravel()
     draw(axes[0], image, cmap="gray")
-    axes[0].set_title("input", fontsize=9)
-    for c, ax in enumerate(axes[1:]):
+    axes[0].set_title("input", fontsize=10)
+    for c, ax in enumerate(axes[1:len(LABELS) + 1]):
         shown = draw(ax, probabilities[..., c], cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"P({LABELS[c]})", fontsize=9)
+        ax.set_title(f"P({LABELS[c]})", fontsize=10)
+    show_slice(image, np.argmax(probabilities, axis=-1), ax=axes[-1], title="label map: the most probable class")
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(shown, ax=axes, fraction=0.015, pad=0.01)
+    fig.colorbar(shown, ax=axes, fraction=0.03, pad=0.02, label="probability")
     return fig
 
 
