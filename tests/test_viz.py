@@ -105,3 +105,12 @@ def test_probability_maps_show_each_class_and_the_label_map_they_give():
     np.testing.assert_array_equal(bladder_map, probabilities[..., 3].T)
     label_map = panels[7].images[-1].get_array()  # the overlay: bladder colour where P(bladder) = 1
     assert label_map[6, 10, 3] > 0 and label_map[0, 0, 3] == 0
+
+
+def test_history_from_fit_with_sparse_validation_is_drawn_at_the_validated_epochs():
+    history = {"loss": [3.0, 2.0, 1.5, 1.0], "val_loss": [2.5, 2.4], "foreground_dice": [0.1, 0.3, 0.5, 0.9],
+               "val_foreground_dice": [0.2, 0.4]}
+    loss_ax, dice_ax = plot_history(history, validation_every=2).axes
+    train_line, validation_line = dice_ax.lines
+    assert list(train_line.get_xdata()) == [1, 2, 3, 4]
+    assert list(validation_line.get_xdata()) == [2, 4] and list(validation_line.get_ydata()) == [0.2, 0.4]

@@ -34,20 +34,27 @@ def label_overlay(labels: np.ndarray, classes=FOREGROUND, alpha: float = 0.45) -
     return rgba
 
 
-def plot_history(history: dict[str, list[float]]):
-    """Loss and Dice per epoch, training (solid) vs validation (dashed): look for the gap that means overfitting."""
+def plot_history(history: dict[str, list[float]], validation_every: int = 1):
+    """Loss and Dice per epoch, training (solid) vs validation (dashed): look for the gap that means overfitting.
+
+    ``history`` is a run's history (``TrainResult.history``, numbered by its ``epoch`` column) or
+    the dict ``model.fit`` returns; ``validation_every`` is the ``validation_freq`` it ran with.
+    Epochs are drawn counting from 1.
+    """
     from matplotlib.ticker import MaxNLocator
 
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    epochs = np.asarray(history.get("epoch", []), dtype=int) + 1
+    epochs = np.asarray(history.get("epoch", range(len(history.get("loss", [])))), dtype=int) + 1
+    marker = "o" if len(epochs) <= 40 else ""
     for key, ax, label, colour in (("loss", loss_ax, "loss", "#333333"),
                                    ("foreground_dice", dice_ax, "foreground Dice", "#3a86ff"),
                                    ("prostate_dice", dice_ax, "prostate Dice", LABEL_COLOURS["prostate"])):
         if key in history:
-            ax.plot(epochs, history[key], "o-", color=colour, label=f"train {label}")
+            ax.plot(epochs, history[key], marker + "-", color=colour, label=f"train {label}")
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], "s--", color=colour, label=f"validation {label}")
-    loss_ax.set(title="Loss", xlabel="epoch")
+            validated = epochs[validation_every - 1::validation_every][:len(history[f"val_{key}"])]
+            ax.plot(validated, history[f"val_{key}"], "s--", color=colour, label=f"validation {label}")
+    loss_ax.set(title="Loss (log scale)", xlabel="epoch", yscale="log")
     dice_ax.set(title="Dice (hard, pooled)", xlabel="epoch", ylim=(0, 1))
     for ax in (loss_ax, dice_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
