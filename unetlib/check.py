@@ -14,8 +14,9 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from unetlib.data import SPLITS, DataError, read_pair, scan_split
-from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
+from unetlib.data import SPLITS, read_pair, scan_split
+from unetlib.errors import DataError
+from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE, SLICE_SHAPE
 
 
 @dataclass
@@ -29,6 +30,8 @@ class SplitReport:
     without_prostate: int = 0
     adjusted: int = 0
     cases: set[int] = field(default_factory=set)
+    tiny: list[Path] = field(default_factory=list)  # slices with a side under half the target's
+    affine_mismatch: list[Path] = field(default_factory=list)  # masks whose affine differs from the image's
 
 
 @dataclass
@@ -83,10 +86,23 @@ def check_data(root: Path | str, *, progress: bool = True) -> DataReport:
                 continue
             report.pairs += 1
             report.cases.add(pair.case)
-            report.shapes[tuple(nib.load(pair.image_path).shape)] += 1  # header only: cheap
+            image_header, mask_header = nib.load(pair.image_path), nib.load(pair.mask_path)  # headers only: cheap
+            report.shapes[tuple(image_header.shape)] += 1
+            if min(image_header.shape[:2]) < min(SLICE_SHAPE) // 2:
+                report.tiny.append(pair.image_path)
+            if not np.allclose(image_header.affine, mask_header.affine, atol=1e-4):
+                report.affine_mismatch.append(pair.mask_path)
             report.adjusted += adjusted
             report.label_counts += np.bincount(labels.ravel(), minlength=NUM_CLASSES)
             report.without_prostate += not np.any(labels == PROSTATE)
+    for report in reports:
+        if report.tiny:
+            warnings.append(f"{report.split}: {len(report.tiny)} slice(s) are far smaller than 256x128 and are "
+                            f"zero-padded to it, e.g. {report.tiny[0]}")
+        if report.affine_mismatch:
+            warnings.append(f"{report.split}: {len(report.affine_mismatch)} mask(s) have an affine that differs from "
+                            f"their image's, e.g. {report.affine_mismatch[0]}; masks are paired with images pixel by "
+                            "pixel, so check they really lie on the image's grid")
     for i, first in enumerate(reports):
         for second in reports[i + 1 :]:
             shared = first.cases & second.cases

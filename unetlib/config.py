@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from unetlib.files import write_atomic
+
 
 @dataclass(frozen=True)
 class Config:
@@ -82,8 +84,8 @@ class Config:
         return len(self.features) - 1
 
     def replace(self, **changes) -> "Config":
-        """A copy with some fields changed; ``None`` values are ignored (unset CLI flags)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with some fields changed. ``None`` is a value like any other (``max_minutes=None``
+        lifts the time budget); callers with optional overrides leave unset ones out."""
         if "features" in changes:
             changes["features"] = tuple(changes["features"])
         return dataclasses.replace(self, **changes)
@@ -92,7 +94,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically."""
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> "Config":
@@ -118,7 +121,7 @@ PRESETS: dict[str, dict] = {
 
 
 def make_config(preset: str = "quick", **overrides) -> Config:
-    """Build the config of a named preset, with any non-None ``overrides`` applied."""
+    """Build the config of a named preset, with ``overrides`` applied (see :meth:`Config.replace`)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     return Config(preset=preset, **PRESETS[preset]).replace(**overrides)

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then shows the finished bar, not a widget's 0%
 
+from unetlib.errors import DataError
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_PHANTOM_SIZE = "small"
 """Size of the phantom generated on first use when no data is found."""
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+CACHE_FOLDER = ".unetlib-cache"
+"""The decoded-split cache's folder inside a writable data root (see :func:`cache_dir`)."""
 """Bump when the decoded form changes, so old caches are not reused."""
 
 SPLIT_IMAGE_DTYPE = np.float16
@@ -56,10 +59,6 @@ float32, where scanner values in the thousands would lose precision."""
 _NAME = re.compile(
     r"^(?P<prefix>case|seg)_(?P<case>\d+)_week_(?P<week>\d+)_slice_(?P<slice>\d+)\.nii(?:\.gz)?$"
 )
-
-
-class DataError(ValueError):
-    """A dataset file or folder cannot be used; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -237,9 +236,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
     data = _squeeze_to_slice(_load_array(path), path)
     if not np.issubdtype(data.dtype, np.number):
         raise DataError(f"{path}: image has non-numeric type {data.dtype}")
+    if np.iscomplexobj(data):
+        raise DataError(f"{path}: image holds complex values ({data.dtype}); expected real intensities "
+                        "(save the magnitude, e.g. np.abs)")
     bad = np.count_nonzero(~np.isfinite(data))
     if bad:
         raise DataError(f"{path}: {bad} non-finite intensity values (NaN or inf)")
+    largest = float(np.max(np.abs(data))) if data.size else 0.0
+    if largest > float(np.finfo(np.float32).max):
+        raise DataError(f"{path}: intensities up to {largest:.3g} exceed the float32 range (±3.4e38) the network computes in")
     return fit_to_shape(data.astype(np.float32, copy=False)), data.shape
 
 
@@ -251,7 +256,7 @@ def _read_mask(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
         raise DataError(f"{path}: mask holds non-finite values (NaN or inf)")
     fractional = data[data != np.round(data)]
     if fractional.size:
-        raise DataError(f"{path}: mask holds non-integer values (e.g. {fractional.flat[0]:g}); labels must be 0..{NUM_CLASSES - 1}")
+        raise DataError(f"{path}: mask holds non-integer values (e.g. {float(fractional.flat[0])!r}); labels must be whole numbers 0..{NUM_CLASSES - 1}")
     outside = np.unique(data[(data < 0) | (data >= NUM_CLASSES)])
     if outside.size:
         values = ", ".join(f"{v:g}" for v in outside[:5])
@@ -296,19 +301,37 @@ def cache_dir(root: Path | str) -> Path:
         return Path(os.environ["UNETLIB_CACHE"])
     root = Path(root).resolve()
     if os.access(root, os.W_OK):
-        return root / ".unetlib-cache"
+        return root / CACHE_FOLDER
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "unetlib" / digest
 
 
-def _fingerprint(pairs: Iterable[SlicePair], normalised: bool) -> str:
-    """Changes whenever a file of the split is added, removed, replaced or touched."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION} normalised={normalised}".encode())
+def _fingerprint(root: Path | str, pairs: Iterable[SlicePair], normalised: bool) -> str:
+    """Changes whenever the data root or a file of the split changes: a file added, removed,
+    replaced (inode) or rewritten in place (size, modification or change time)."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION} normalised={normalised} root={Path(root).resolve()}".encode())
     for pair in pairs:
         for path in (pair.image_path, pair.mask_path):
             stat = path.stat()
-            digest.update(f"\n{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+            digest.update(f"\n{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\t{stat.st_ino}".encode())
     return digest.hexdigest()[:20]
+
+
+def _read_cache(cached: Path, count: int) -> SplitArrays | None:
+    """A cached split, or None when there is none. A cache that cannot be read or does not
+    match the split is reported in one line and removed, so the caller rebuilds it."""
+    if not (cached / "keys.json").is_file():
+        return None
+    try:
+        split = SplitArrays(np.load(cached / "images.npy"), np.load(cached / "labels.npy"),
+                            json.loads((cached / "keys.json").read_text())["keys"])
+        if not len(split.images) == len(split.labels) == len(split.keys) == count:
+            raise ValueError(f"holds {len(split.keys)} slices, the split has {count}")
+        return split
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        logger.warning("decode cache %s is unreadable (%s); rebuilding it", cached, str(exc).splitlines()[0][:120])
+        shutil.rmtree(cached, ignore_errors=True)
+        return None
 
 
 def load_split(
@@ -329,14 +352,9 @@ def load_split(
     (raw values, float32).
     """
     pairs = find_pairs(root, split)
-    fingerprint = _fingerprint(pairs, normalised)
-    cached = cache_dir(root) / f"{split}-{fingerprint}"
-    if use_cache and (cached / "keys.json").is_file():
-        return SplitArrays(
-            np.load(cached / "images.npy"),
-            np.load(cached / "labels.npy"),
-            json.loads((cached / "keys.json").read_text())["keys"],
-        )
+    cached = cache_dir(root) / f"{split}-{_fingerprint(root, pairs, normalised)}"
+    if use_cache and (found := _read_cache(cached, len(pairs))) is not None:
+        return found
 
     images = np.empty((len(pairs), *SLICE_SHAPE, 1), dtype=SPLIT_IMAGE_DTYPE if normalised else np.float32)
     labels = np.empty((len(pairs), *SLICE_SHAPE), dtype=np.uint8)
@@ -358,6 +376,17 @@ def load_split(
     return SplitArrays(images, labels, keys)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this id is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_cache(target: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
     """Write a split's cache atomically and remove the split's stale caches."""
     parent = target.parent
@@ -366,6 +395,10 @@ def _write_cache(target: Path, images: np.ndarray, labels: np.ndarray, meta: dic
         split = target.name.rsplit("-", 1)[0]
         for stale in parent.glob(f"{split}-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        for partial in parent.glob(".*.partial"):  # .NAME.PID.partial, left by a killed process
+            writer = partial.name.split(".")[-2]
+            if not (writer.isdigit() and _alive(int(writer))):
+                shutil.rmtree(partial, ignore_errors=True)
         staging = parent / f".{target.name}.{os.getpid()}.partial"
         staging.mkdir()
         np.save(staging / "images.npy", images)

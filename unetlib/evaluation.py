@@ -22,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from unetlib.data import find_pairs, load_split, resolve_data_root, volume_key
+from unetlib.errors import DataError
+from unetlib.files import write_atomic
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
 import unetlib.model  # noqa: F401  (registers the custom layers for loading)
@@ -35,7 +37,11 @@ def load_model(path: Path | str) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (train one with `unetlib train`)")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many kinds for a truncated or foreign file
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {path}: {why[:200]} (is it a .keras file written by unetlib train?)") from None
 
 
 def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, progress: bool):
@@ -210,4 +216,4 @@ def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, sp
 
 
 def write_json(report: EvaluationReport, path: Path | str) -> None:
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -1,0 +1,12 @@
+"""The kit's own errors. Each message names the file, folder or argument and says what is wrong;
+the CLI prints it in one line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """A dataset file or folder cannot be used; the message names it and says why."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a usable model (for example, the loss became NaN)."""
