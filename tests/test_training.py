@@ -135,11 +135,12 @@ def test_pipeline_parallelism_does_not_change_the_batches():
     images = rng.normal(size=(12, 256, 128, 1)).astype(np.float16)
     labels = rng.integers(0, 6, (12, 256, 128)).astype(np.uint8)
 
-    def first_batches(parallel_calls):
-        dataset = make_dataset(images, labels, 4, shuffle=True, augment=True, repeat=True, seed=3, parallel_calls=parallel_calls)
+    def first_batches(parallel_calls=None, autotune=False):
+        dataset = make_dataset(images, labels, 4, shuffle=True, augment=True, repeat=True, seed=3,
+                               parallel_calls=parallel_calls, autotune=autotune)
         return [(x.numpy(), y.numpy()) for x, y in dataset.take(5)]
 
-    default, two, tuned = first_batches(None), first_batches(2), first_batches(tf.data.AUTOTUNE)
+    default, two, tuned = first_batches(), first_batches(2), first_batches(autotune=True)
     for (x, y), (x2, y2), (x3, y3) in zip(default, two, tuned):
         assert x.dtype == np.float32 and x.shape == (4, 256, 128, 1)
         np.testing.assert_array_equal(x, x2)
@@ -176,32 +177,17 @@ def test_snapshot_slices_show_prostate_from_large_to_small():
     assert len(snapshot_indices(np.zeros((3, 8, 8), np.uint8))) == 0  # no prostate anywhere: nothing to watch
 
 
+def test_an_explicit_none_override_lifts_a_preset_value():
+    assert make_config("quick").max_minutes == 10.0
+    assert make_config("quick", max_minutes=None).max_minutes is None  # no time budget
+
+
 def test_finished_run_is_reused_and_different_config_refused(smoke_run):
     config, result = smoke_run
     again = train(config, result.out, reuse=True, verbose=0)
     assert again.reused and again.history == result.history
     with pytest.raises(FileExistsError, match="different config"):
         train(config.replace(seed=99), result.out, verbose=0)
-
-
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill after epoch 2")
-
-
-def test_interrupted_run_resumes_from_its_last_epoch(tiny_phantom, tmp_path, monkeypatch):
-    config = make_config("smoke", data=str(tiny_phantom), epochs=4, patience=10)
-    import unetlib.training as training
-
-    real_stopper = keras.callbacks.TerminateOnNaN
-    monkeypatch.setattr(training.keras.callbacks, "TerminateOnNaN", lambda: _Interrupt())
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", verbose=0)
-    assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "run" / "complete.json").exists()
-    monkeypatch.setattr(training.keras.callbacks, "TerminateOnNaN", real_stopper)
-    result = train(config, tmp_path / "run", verbose=0)
-    assert result.history["epoch"] == [0, 1, 2, 3]  # epochs 3-4 only: 1-2 were not repeated
 
 
 def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom, tmp_path):

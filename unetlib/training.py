@@ -3,13 +3,19 @@ history, resume after interruption, and a wall-time budget.
 
 A run's folder holds everything it produced::
 
-    OUT/model.keras      best model by validation organ Dice (written atomically)
+    OUT/model.keras      best model by validation organ Dice
     OUT/config.json      the config used
-    OUT/history.csv      one row per epoch (appended across resumes)
+    OUT/history.csv      one row per finished epoch, epochs numbered from 0 as Keras does
     OUT/curves.png       training curves
     OUT/snapshots/       epoch_001.png, ...: predictions on a few fixed validation slices after each epoch
-    OUT/backup/          Keras BackupAndRestore state while training is unfinished
+    OUT/backup/          the state a killed run resumes from (removed when the run finishes)
     OUT/complete.json    written when the run finishes, with its summary
+
+Every file is written to a temporary name and renamed into place, so none is ever seen half
+written. :class:`RunState` saves a run's progress at each epoch's end with ``backup/state.json``
+as the commit point: after a kill at any moment, running the same command again continues
+from the last committed epoch, and every epoch appears exactly once in ``history.csv``.
+While a run trains, ``OUT/.lock`` keeps a second run out of the folder.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from __future__ import annotations
 from unetlib.backend import resolve_precision
 
 import csv
+import fcntl
+import io
 import json
 import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+import logging
 from pathlib import Path
 
 import keras
@@ -29,11 +38,15 @@ import numpy as np
 
 from unetlib.config import Config
 from unetlib.data import PROJECT_ROOT, load_split, resolve_data_root
+from unetlib.errors import TrainingError
+from unetlib.files import write_atomic
 from unetlib.labels import NUM_CLASSES, PROSTATE
 from unetlib.losses import get_loss
 from unetlib.metrics import PooledDice
 from unetlib.model import build_from_config
 from unetlib.pipeline import make_dataset, steps_for
+
+logger = logging.getLogger(__name__)
 
 MONITOR = "val_foreground_dice"
 """What picks the best model and ends a stalled run: the validation Dice averaged over the five
@@ -59,23 +72,93 @@ class TrainResult:
     reused: bool = False
 
 
-class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever ``monitor`` improves, via a temporary file and an atomic rename,
-    so a run killed mid-save never leaves a truncated ``model.keras``."""
+def _history_csv(rows: list[dict[str, float]]) -> str:
+    """Rows as CSV text: ``epoch`` first, then the other columns in alphabetical order."""
+    columns = ["epoch"] + sorted({key for row in rows for key in row} - {"epoch"})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**row, "epoch": int(row["epoch"])} for row in rows)
+    return text.getvalue()
 
-    def __init__(self, path: Path, monitor: str = MONITOR, best: float = -np.inf):
+
+def _finite_weights(model: keras.Model) -> bool:
+    return all(np.all(np.isfinite(np.asarray(weight, dtype=np.float32))) for weight in model.get_weights())
+
+
+class RunState(keras.callbacks.Callback):
+    """Checkpointing, history, early stopping and resuming, kept consistent with each other.
+
+    At the end of every epoch, in this order: the weights (model and optimiser) go to
+    ``backup/epoch_NNN.weights.h5``; an improved model to ``backup/best_epoch_NNN.keras``;
+    ``history.csv`` is rewritten with every epoch so far; then ``backup/state.json`` records
+    the epoch, the weights file, the best score, early stopping's count and the time used.
+    That write is the commit: a run killed before it redoes the epoch and rewrites its row; a
+    run killed after it finds everything it needs. Only then does the improved model replace
+    ``model.keras`` (a resumed run finishes that step too).
+
+    An epoch whose loss or weights are not finite is not committed, its model never kept.
+    """
+
+    def __init__(self, out: Path, patience: int, state: dict, rows: list[dict[str, float]]):
         super().__init__()
-        self.path, self.monitor = Path(path), monitor
-        self.best = best  # a resumed run passes the best value it already reached
+        self.out, self.backup, self.patience = Path(out), Path(out) / "backup", patience
+        self.state, self.rows = state, rows
+        self.nonfinite_epoch: int | None = None
+        self.started = time.monotonic()
+
+    @staticmethod
+    def load(out: Path) -> tuple[dict, list[dict[str, float]]]:
+        """The committed state of an unfinished run in ``out`` and its history rows (a fresh
+        state and no rows when nothing was committed); finishes an interrupted promotion."""
+        fresh = {"epoch": 0, "weights": None, "best": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
+        try:
+            state = {**fresh, **json.loads((out / "backup" / "state.json").read_text())}
+        except (OSError, ValueError):
+            return fresh, []
+        rows = [row for row in _read_rows(out / "history.csv") if row["epoch"] < state["epoch"]]
+        pending = out / "backup" / f"best_epoch_{state['best_epoch']:03d}.keras" if state["best_epoch"] is not None else None
+        if pending is not None and pending.is_file():
+            os.replace(pending, out / "model.keras")
+        return state, rows
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or value <= self.best:
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        if not np.isfinite(logs.get("loss", np.nan)) or not _finite_weights(self.model):
+            self.nonfinite_epoch = epoch
+            self.model.stop_training = True
             return
-        self.best = float(value)
-        partial = self.path.with_name(f".{self.path.stem}.partial.keras")
-        self.model.save(partial)
-        os.replace(partial, self.path)
+        self.backup.mkdir(parents=True, exist_ok=True)
+        weights = self.backup / f"epoch_{epoch:03d}.weights.h5"
+        partial = self.backup / f".epoch_{epoch:03d}.partial.weights.h5"
+        self.model.save_weights(partial)
+        os.replace(partial, weights)
+        value = logs.get(MONITOR, np.nan)
+        improved = np.isfinite(value) and (self.state["best"] is None or value > self.state["best"])
+        best_file = self.backup / f"best_epoch_{epoch:03d}.keras"
+        if improved:
+            self.model.save(self.backup / ".best.partial.keras")
+            os.replace(self.backup / ".best.partial.keras", best_file)
+        self.rows.append({"epoch": epoch, **logs})
+        write_atomic(self.out / "history.csv", _history_csv(self.rows))
+        self.state.update(
+            epoch=epoch + 1, weights=weights.name,
+            best=value if improved else self.state["best"],
+            best_epoch=epoch if improved else self.state["best_epoch"],
+            wait=0 if improved else self.state["wait"] + 1,
+            seconds=self.state["seconds"] + time.monotonic() - self.started)
+        self.started = time.monotonic()
+        write_atomic(self.backup / "state.json", json.dumps(self.state, indent=1))  # the commit
+        if improved:
+            os.replace(best_file, self.out / "model.keras")
+        for stale in self.backup.glob("*epoch_*"):
+            if stale.name != weights.name:
+                stale.unlink(missing_ok=True)
+        if self.state["wait"] >= self.patience:
+            self.model.stop_training = True
 
 
 def snapshot_indices(labels: np.ndarray, count: int = 3) -> np.ndarray:
@@ -122,12 +205,13 @@ def save_figure(figure, path: Path) -> None:
 class TimeBudget(keras.callbacks.Callback):
     """Stop training once ``minutes`` of wall time have passed, even in the middle of an epoch.
 
-    Keras still validates the shortened epoch, so the checkpoint sees the final weights.
+    Keras still validates the shortened epoch, so the checkpoint sees the final weights. A
+    resumed run passes the seconds it used before, so the budget covers the whole run.
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, used_seconds: float = 0.0):
         super().__init__()
-        self.seconds = minutes * 60
+        self.seconds = minutes * 60 - used_seconds  # a resumed run has used some already
         self.start = time.monotonic()
 
     def on_train_begin(self, logs=None):
@@ -189,61 +273,121 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
           callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
     """Train the UNet ``config`` describes and write the run's files under ``out``.
 
-    Running the same command again after an interruption resumes from the last finished
-    epoch (Keras ``BackupAndRestore``). With ``reuse``, a finished run of the same config in
-    ``out`` is returned as it is instead of training again. A finished run of a different
-    config in ``out`` is an error rather than being overwritten. ``callbacks`` are extra Keras
-    callbacks, run after the kit's own.
+    Running the same command again after an interruption (even ``kill -9``) continues from the
+    last finished epoch, with early stopping and the time budget where they were. With
+    ``reuse``, a finished run of the same config in ``out`` is returned as it is; without it,
+    a finished run is an error rather than being trained again. A run of a different config in
+    ``out`` is an error rather than being overwritten, and so is a folder another run is
+    training in. A loss or weights that become NaN or infinite raise :class:`TrainingError`.
+    ``callbacks`` are extra Keras callbacks, run after the kit's own.
     """
     out = Path(out)
-    if reuse and is_complete(out, config):
-        return TrainResult(out, out / "model.keras", _read_history(out / "history.csv"), reused=True)
-    if (out / "config.json").is_file() and Config.load(out / "config.json") != config:
-        raise FileExistsError(f"{out}: holds a run of a different config; choose another --out or delete it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "complete.json").unlink(missing_ok=True)
-    config.save(out / "config.json")
-
+    if is_complete(out, config):
+        if reuse:
+            return TrainResult(out, out / "model.keras", _read_history(out / "history.csv"), reused=True)
+        raise FileExistsError(f"{out}: holds a finished run of this config; reuse it (--reuse) or choose another --out")
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.precision):
-        root = resolve_data_root(config.data)
-        train_split = load_split(root, "train")
-        validate_split = load_split(root, "validate")
-        chosen = training_indices(train_split.labels, config.max_train_slices, config.prostate_oversampling)
-        # An epoch is as many slices as the training split has; oversampling changes which
-        # slices fill it, not its length (the stream repeats, so none is left out over epochs).
-        epoch_steps = steps_for(len(np.unique(chosen)), config.batch_size)
-        validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
+        datasets = _datasets(config)  # bad data fails here, before anything is written
+        with _claim(out):
+            state, rows = _prepare_run_folder(out, config)
+            model = compile_model(config)
+            run_state = RunState(out, config.patience, state, rows)
+            if state["weights"]:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(out / "backup" / state["weights"])
+            run_callbacks = [run_state, keras.callbacks.TerminateOnNaN()]
+            if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
+                run_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
+            if config.max_minutes:
+                run_callbacks.append(TimeBudget(config.max_minutes, used_seconds=state["seconds"]))
+            run_callbacks += list(callbacks or [])
+            time_left = not config.max_minutes or state["seconds"] < config.max_minutes * 60
+            if state["epoch"] < config.epochs and state["wait"] < config.patience and time_left:  # else: killed while finishing
+                model.fit(datasets.train, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
+                          epochs=config.epochs, validation_data=datasets.validate, callbacks=run_callbacks,
+                          verbose=verbose, shuffle=False)  # the dataset shuffles itself, reproducibly
+            if run_state.nonfinite_epoch is not None:
+                kept = f"{out / 'model.keras'} is from the last good epoch" if (out / "model.keras").is_file() else "no model was saved"
+                raise TrainingError(
+                    f"{out}: the loss or the weights became NaN or infinite in epoch {run_state.nonfinite_epoch + 1}; "
+                    f"that epoch was not kept ({kept}). Check the data (unetlib check-data) or lower the learning rate.")
+            return _finish(out, config, datasets.root, run_state)
 
-        train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=chosen, shuffle=True,
-                                  augment=config.augment, repeat=True, seed=config.seed)
-        validate_data = make_dataset(validate_split.images, validate_split.labels, config.batch_size, indices=validate_chosen)
-        model = compile_model(config)
-        earlier = _read_history(out / "history.csv")  # non-empty when resuming
-        run_callbacks = [
-            keras.callbacks.BackupAndRestore(str(out / "backup")),
-            AtomicBestCheckpoint(out / "model.keras", best=max(earlier.get(MONITOR, [-np.inf]))),
-            keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=config.patience),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        watched = _snapshot_slices(validate_split)
-        if len(watched[0]):  # a validation split without prostate has nothing to watch
-            run_callbacks.append(EpochSnapshots(out / "snapshots", *watched))
-        if config.max_minutes:
-            run_callbacks.append(TimeBudget(config.max_minutes))
-        run_callbacks += list(callbacks or [])
-        started = time.monotonic()
-        model.fit(train_data, steps_per_epoch=epoch_steps,
-                  epochs=config.epochs, validation_data=validate_data, callbacks=run_callbacks, verbose=verbose,
-                  shuffle=False)  # the dataset shuffles itself, reproducibly
-        seconds = time.monotonic() - started
 
-    history = _read_history(out / "history.csv")
+@dataclass
+class _Datasets:
+    root: Path
+    train: object
+    validate: object
+    epoch_steps: int
+    watched: tuple
+
+
+def _datasets(config: Config) -> _Datasets:
+    """The training and validation pipelines and the slices the snapshots watch."""
+    root = resolve_data_root(config.data)
+    train_split = load_split(root, "train")
+    validate_split = load_split(root, "validate")
+    chosen = training_indices(train_split.labels, config.max_train_slices, config.prostate_oversampling)
+    # An epoch is as many slices as the training split has; oversampling changes which
+    # slices fill it, not its length (the stream repeats, so none is left out over epochs).
+    epoch_steps = steps_for(len(np.unique(chosen)), config.batch_size)
+    validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
+    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=chosen, shuffle=True,
+                              augment=config.augment, repeat=True, seed=config.seed)
+    validate_data = make_dataset(validate_split.images, validate_split.labels, config.batch_size, indices=validate_chosen)
+    return _Datasets(root, train_data, validate_data, epoch_steps, _snapshot_slices(validate_split))
+
+
+@contextmanager
+def _claim(out: Path):
+    """Hold ``out/.lock`` while training, so a second run into the same folder is refused
+    (the lock goes with the process, even after ``kill -9``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise FileExistsError(f"{out}: another training run (pid {owner}) is using this folder; "
+                                  "wait for it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _prepare_run_folder(out: Path, config: Config) -> tuple[dict, list[dict[str, float]]]:
+    """Check that ``out`` may hold this run, write its config, and return the committed state
+    to resume from (a fresh one for a new run)."""
+    state, rows = RunState.load(out)
+    if (out / "config.json").is_file():
+        try:
+            same = Config.load(out / "config.json") == config
+        except (ValueError, TypeError):
+            same = False
+        progress = state["epoch"] > 0 or (out / "model.keras").exists() or (out / "complete.json").exists()
+        if not same and progress:
+            raise FileExistsError(f"{out}: holds a run of a different config; choose another --out or delete it")
+    (out / "complete.json").unlink(missing_ok=True)
+    config.save(out / "config.json")
+    if state["epoch"] == 0:  # nothing committed: start clean
+        (out / "history.csv").unlink(missing_ok=True)
+    return state, rows
+
+
+def _finish(out: Path, config: Config, root: Path, run_state: RunState) -> TrainResult:
+    """Draw the curves, write ``complete.json`` and remove the backup."""
+    import shutil
+
     import matplotlib.pyplot as plt
 
     from unetlib.viz import plot_history
 
+    history = _read_history(out / "history.csv")
     figure = plot_history(history)
     save_figure(figure, out / "curves.png")
     plt.close(figure)
@@ -251,11 +395,14 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         "epochs_run": len(history.get("epoch", [])),
         "best_val_foreground_dice": max(history.get(MONITOR, [float("nan")])),
         "val_prostate_dice_of_best": _at_best(history, "val_prostate_dice"),
-        "seconds_this_session": round(seconds, 1),
+        "seconds": round(run_state.state["seconds"], 1),
         "precision": resolve_precision(config.precision),
         "data_root": str(root),
     }
-    (out / "complete.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not (out / "model.keras").is_file():
+        raise TrainingError(f"{out}: no epoch reached a finite validation score, so no model was saved")
+    write_atomic(out / "complete.json", json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(out / "backup", ignore_errors=True)
     return TrainResult(out, out / "model.keras", history)
 
 
@@ -272,13 +419,31 @@ def _at_best(history: dict[str, list[float]], key: str) -> float:
     return history[key][int(np.argmax(history[MONITOR]))]
 
 
-def _read_history(path: Path) -> dict[str, list[float]]:
-    """Columns of a CSVLogger file as lists of floats (empty dict when there is none)."""
+def _read_rows(path: Path) -> list[dict[str, float]]:
+    """The epochs of a history file as rows of floats, one per epoch (empty when there is none).
+
+    Files written by older versions may hold a repeated header, a cut-off last line or an
+    epoch twice; such lines are left out (the later row of an epoch wins) with a warning."""
     if not path.is_file():
-        return {}
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+        return []
+    by_epoch: dict[int, dict[str, float]] = {}
+    skipped = 0
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                values = {key: float(value) for key, value in row.items() if key is not None}
+                by_epoch[int(values["epoch"])] = values
+            except (KeyError, TypeError, ValueError):
+                skipped += 1
+    if skipped:
+        logger.warning("%s: skipped %d unreadable line(s)", path, skipped)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """Columns of a history file as lists of floats (empty dict when there is none)."""
+    rows = _read_rows(path)
+    return {key: [row.get(key, float("nan")) for row in rows] for key in (rows[0] if rows else {})}
 
 
 def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarray, steps: int = 2) -> float:
