@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+import os
 from pathlib import Path
 
 import keras
 import nibabel as nib
 import numpy as np
 
-from unetlib.data import DataError, fit_to_shape, is_nifti, normalise, read_image
+from unetlib.data import fit_to_shape, is_nifti, normalise, read_image
+from unetlib.errors import DataError
 
 
 def _inputs(paths: list[Path | str]) -> list[Path]:
@@ -36,8 +38,38 @@ def output_name(path: Path, suffix: str = "") -> str:
     return f"{stem}{suffix}.nii.gz"
 
 
+def _targets(files: list[Path], out: Path, probabilities: bool, overwrite: bool) -> list[Path]:
+    """Every output path, checked before anything is written: unique names, not inside a
+    dataset's image or mask folders, and no existing file replaced unless ``overwrite``."""
+    for folder in (out, *out.resolve().parents):
+        if folder.name.startswith("keras_slices_"):
+            raise DataError(f"{out}: inside the dataset folder {folder}; predictions there could replace "
+                            "or be mistaken for its images and masks. Choose an --out outside the dataset")
+    suffixes = ("", "_prob") if probabilities else ("",)
+    sources: dict[Path, Path] = {}
+    for path in files:
+        for suffix in suffixes:
+            target = out / output_name(path, suffix)
+            if target in sources:
+                raise DataError(f"{sources[target]} and {path} would both be written to {target}; "
+                                "predict them into separate --out folders")
+            sources[target] = path
+    existing = [target for target in sources if target.exists()]
+    if existing and not overwrite:
+        raise DataError(f"{out}: {len(existing)} output file(s) already exist (e.g. {existing[0].name}); "
+                        "pass --overwrite to replace them, or choose another --out")
+    return list(sources)
+
+
+def _save_atomic(image: nib.Nifti1Image, target: Path) -> None:
+    """Save a NIfTI file under a temporary name and rename it into place."""
+    partial = target.with_name(f".partial-{target.name}")  # keeps the .nii.gz ending nibabel reads
+    nib.save(image, partial)
+    os.replace(partial, target)
+
+
 def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str, *,
-                  probabilities: bool = False, batch_size: int = 16) -> list[Path]:
+                  probabilities: bool = False, overwrite: bool = False, batch_size: int = 16) -> list[Path]:
     """Segment NIfTI slices and write one label file per input under ``out``.
 
     Each input is read, validated and brought to 256×128 exactly as the loader does;
@@ -45,14 +77,24 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
     axis included) and saved as uint8 with the input's affine and header. With
     ``probabilities`` a float32 ``…_prob.nii.gz`` holding the 6 class probabilities
     (last axis) is written beside each.
+
+    Nothing is written until every output name has been checked (see :func:`_targets`);
+    each file is written atomically. If an input turns out to be unreadable, the error
+    says how many outputs were already written, and which.
     """
     files = _inputs(inputs)
     out = Path(out)
+    _targets(files, out, probabilities, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        batch = np.stack([normalise(read_image(path)) for path in chunk])[..., None]
+        try:
+            batch = np.stack([normalise(read_image(path)) for path in chunk])[..., None]
+        except DataError as exc:
+            done = f"{written[0].name} … {written[-1].name}" if written else "none"
+            raise DataError(f"{exc}\nStopped there: {len(written)} of {len(files)} label file(s) were written to {out} "
+                            f"({done}); the inputs after it were not predicted") from None
         probs = np.asarray(model.predict_on_batch(batch))
         for path, prob in zip(chunk, probs):
             source = nib.load(path)
@@ -61,12 +103,12 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
             header = source.header.copy()
             header.set_data_dtype(np.uint8)
             target = out / output_name(path)
-            nib.save(nib.Nifti1Image(labels, source.affine, header), target)
+            _save_atomic(nib.Nifti1Image(labels, source.affine, header), target)
             written.append(target)
             if probabilities:
                 maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
                 prob_header = source.header.copy()
                 prob_header.set_data_dtype(np.float32)
-                nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header),
-                         out / output_name(path, "_prob"))
+                _save_atomic(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header),
+                             out / output_name(path, "_prob"))
     return written
