@@ -11,6 +11,7 @@ the volume: voxel axes L and S, the third (implicit) axis P.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -23,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from unetlib.data import SPLITS, image_dir, mask_dir
+from unetlib.data import CACHE_FOLDER, SPLITS, image_dir, mask_dir
 from unetlib.phantom.anatomy import Pelvis
 from unetlib.phantom.appearance import t2_image
 
@@ -178,6 +179,51 @@ def plan_case_weeks(size: PhantomSize, seed: int) -> list[tuple[str, int, int, b
     return plan
 
 
+MARKER = ".unetlib-phantom.json"
+"""Written into every phantom root: its size and seed, and a sign that the kit made it."""
+
+
+def _foreign_entry(root: Path) -> Path | None:
+    """The first entry of ``root`` that a phantom write did not put there (None if all did):
+    a phantom root holds its marker, the decode cache and the six keras_slices folders of
+    case_/seg_ NIfTI files."""
+    layout = {folder(root, split).name: folder for split in SPLITS for folder in (image_dir, mask_dir)}
+    for entry in root.iterdir():
+        if entry.name in (MARKER, CACHE_FOLDER):
+            continue
+        if entry.name not in layout or not entry.is_dir():
+            return entry
+        prefix = "seg_" if "_seg_" in entry.name else "case_"
+        for file in entry.iterdir():
+            if not (file.is_file() and file.name.startswith(prefix) and file.name.endswith((".nii", ".nii.gz"))):
+                return file
+    return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initialiser: end this worker when the process that started it ends, even by
+    ``kill -9`` (Linux; elsewhere workers notice at their next task)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _finish_swap(out: Path, old: Path) -> None:
+    """Complete a swap a killed run left half done: put the old root back if the new one never
+    arrived, or drop it if the new one did."""
+    if old.exists():
+        if out.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(out)
+
+
 def generate_phantom(
     out: Path | str,
     size: str = "small",
@@ -190,19 +236,29 @@ def generate_phantom(
     """Write a synthetic dataset in the HipMRI layout under ``out`` and return ``out``.
 
     ``size`` is one of :data:`SIZES` (``tiny``, ``small``, ``full``). The output is written to
-    a temporary sibling folder and renamed into place when complete, so an interrupted run
-    never leaves a half dataset that looks whole. An existing non-empty ``out`` is an error
-    unless ``overwrite`` is set.
+    a temporary sibling folder and swapped into place when complete, so an interrupted run
+    never leaves a half dataset that looks whole, and with ``overwrite`` the old one stays
+    until the new one is ready. An existing non-empty ``out`` is an error unless
+    ``overwrite`` is set, and even then if it holds anything a phantom write did not put there.
+    Worker processes end with the process that started them.
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; expected one of {', '.join(SIZES)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    target = out.resolve()
+    old = target.with_name(f".{target.name}.old")
+    _finish_swap(target, old)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out}: already exists and is not empty (use overwrite to replace it)")
-        shutil.rmtree(out)
+        foreign = _foreign_entry(target)
+        if foreign is not None:
+            raise FileExistsError(f"{out}: holds {foreign}, which is not part of a phantom; refusing to replace "
+                                  "the folder (choose another OUT, or move its files away first)")
     spec = SIZES[size]
-    staging = out.with_name(f".{out.name}.partial")
+    staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     for split in SPLITS:
         image_dir(staging, split).mkdir(parents=True)
@@ -218,13 +274,19 @@ def generate_phantom(
         # Forking a process that already runs TensorFlow's thread pools can deadlock; start
         # clean interpreters then (slower to start, and scripts need a __main__ guard).
         method = "spawn" if "tensorflow" in sys.modules else "fork"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+        try:
             futures = [pool.submit(_write_case_week, *job) for job in jobs]
             for future in as_completed(futures):
                 bar.update(future.result())
+        finally:  # on an error or Ctrl-C, drop the queued case-weeks instead of finishing them
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+    (staging / MARKER).write_text(json.dumps({"size": size, "seed": seed}) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rename(old)  # kept until the new root is in place
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     return out
