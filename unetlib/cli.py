@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
-from unetlib.data import SPLITS, DataError
+from unetlib.data import SPLITS
+from unetlib.errors import DataError, TrainingError
 from unetlib.phantom import SIZES
 
 DESCRIPTION = """\
@@ -17,6 +19,46 @@ bladder, rectum, prostate).
 Data is looked for in this order: --data ROOT, the UNETLIB_DATA environment variable, real
 data under the repository's data/ folder, then data/phantom/ (a synthetic phantom in the
 real layout, generated on first use)."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
+
+
+def feature_list(text: str) -> tuple[int, ...]:
+    """An argparse type: filters per level as comma-separated whole numbers, e.g. 16,32,64."""
+    try:
+        return tuple(positive_int(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected filters per level like 16,32,64 ({exc})") from None
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write, whose folder exists and which is not itself a folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: folder {path.parent} does not exist")
+    return path
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -42,11 +84,10 @@ def _train(args: argparse.Namespace) -> int:
     from unetlib.config import make_config
     from unetlib.training import run_dir, train
 
-    features = tuple(int(f) for f in args.features.split(",")) if args.features else None
-    config = make_config(args.preset, data=str(args.data) if args.data else None, epochs=args.epochs,
-                         batch_size=args.batch_size, learning_rate=args.learning_rate, loss=args.loss,
-                         precision=args.precision, seed=args.seed, features=features,
-                         max_minutes=args.max_minutes, augment=args.augment)
+    flags = dict(data=str(args.data) if args.data else None, epochs=args.epochs, batch_size=args.batch_size,
+                 learning_rate=args.learning_rate, loss=args.loss, precision=args.precision, seed=args.seed,
+                 features=args.features, max_minutes=args.max_minutes, augment=args.augment)
+    config = make_config(args.preset, **{name: value for name, value in flags.items() if value is not None})  # unset flags keep the preset's
     out = args.out or run_dir(config)
     result = train(config, out, reuse=args.reuse)
     if result.reused:
@@ -71,7 +112,8 @@ def _predict(args: argparse.Namespace) -> int:
     from unetlib.evaluation import load_model
     from unetlib.prediction import predict_files
 
-    written = predict_files(load_model(args.model), args.inputs, args.out, probabilities=args.probabilities)
+    written = predict_files(load_model(args.model), args.inputs, args.out, probabilities=args.probabilities,
+                            overwrite=args.overwrite)
     print(f"Wrote {len(written)} label file(s) to {args.out}")
     return 0
 
@@ -100,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         for name, size in SIZES.items())
                          + " (train / validate / test; default small; full matches the real dataset)")
     phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    phantom.add_argument("--workers", type=int, default=None, help="processes to use (default: all cores)")
+    phantom.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: all cores)")
     phantom.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds files")
     phantom.set_defaults(run=_phantom)
 
@@ -123,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a UNet and save the best model",
         description="Train a UNet on the train split, validating on the validate split. OUT receives "
         "model.keras (best validation Dice averaged over the five organs), config.json, history.csv and curves.png. "
-        "Running the same command again after an interruption resumes from the last finished epoch. "
+        "Running the same command again after an interruption (even kill -9) resumes from the last finished "
+        "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
     _add_data_option(train)
@@ -131,15 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed: the original recipe; quick: our laptop default (10 min budget); "
                        "smoke: seconds, for tests; full: a long run (default: quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
-    train.add_argument("--epochs", type=int, help="maximum epochs")
-    train.add_argument("--batch-size", type=int, help="slices per step")
-    train.add_argument("--learning-rate", type=float, help="Adam learning rate")
+    train.add_argument("--epochs", type=positive_int, help="maximum epochs")
+    train.add_argument("--batch-size", type=positive_int, help="slices per step")
+    train.add_argument("--learning-rate", type=positive_float, help="Adam learning rate")
     train.add_argument("--loss", choices=["ce", "dice", "dice_ce"], help="training loss")
-    train.add_argument("--features", metavar="F1,F2,...", help="filters per level, bridge last, e.g. 16,32,64,128,256")
+    train.add_argument("--features", type=feature_list, metavar="F1,F2,...", help="filters per level, bridge last, e.g. 16,32,64,128,256")
     train.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"],
                        help="compute precision; auto (the default) uses mixed_bfloat16 only where the CPU or GPU "
                             "computes bfloat16 natively, float32 elsewhere")
-    train.add_argument("--max-minutes", type=float, help="stop training after this many minutes (the shortened last epoch is still validated)")
+    train.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes (the shortened last epoch is still validated)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="data augmentation on/off")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
@@ -157,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
     _add_data_option(evaluate)
     evaluate.add_argument("--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)")
-    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    evaluate.add_argument("--json", type=output_file, metavar="FILE", help="also write the scores as JSON")
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser(
@@ -165,12 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment NIfTI slices and write label files",
         description="Segment NIfTI slices (files or folders of them). Each output is a uint8 label map "
         "(0 background .. 5 prostate) with the input's shape, affine and header; case_* inputs are "
-        "written as seg_*.",
+        "written as seg_*. Every output name is checked before anything is written: two inputs with one "
+        "output name, an --out inside a dataset's keras_slices_* folders, or existing files (without "
+        "--overwrite) stop the command with nothing written.",
     )
     predict.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
     predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="NIfTI slice(s) or folder(s)")
     predict.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the label files")
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
+    predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist (default: refuse)")
     predict.set_defaults(run=_predict)
     return parser
 
@@ -183,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileExistsError, FileNotFoundError) as exc:
         print(f"unetlib {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:  # the run itself failed: not a usage problem
+        print(f"unetlib {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
