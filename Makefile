@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install unetlib with its dev extras
 
 test: $(STAMP)  ## run the whole test suite: unit tests and every notebook (nbval, fast profile)
-	$(BIN)/python -m pytest --nbval
+	$(BIN)/python -m pytest  # notebooks included: --nbval is in pyproject.toml
 
 demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run all notebooks, evaluate
 	$(BIN)/unetlib check-data
@@ -37,4 +37,4 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
-	rm -rf data/phantom data/.phantom.partial runs .pytest_cache
+	rm -rf data/phantom data/.phantom.partial data/.phantom.old runs .pytest_cache

@@ -169,7 +169,6 @@ def pipeline_comparison(images, labels, rounds: int = 5, steps: int = 40) -> tup
     """Training speed (slices/s) of ``quick`` in ``model.fit`` fed by the kit's pipeline (fixed
     parallelism) and by the same pipeline with tf.data's autotuning, in alternation."""
     import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
-    import tensorflow as tf
 
     from unetlib.config import make_config
     from unetlib.pipeline import make_dataset
@@ -178,8 +177,8 @@ def pipeline_comparison(images, labels, rounds: int = 5, steps: int = 40) -> tup
     config = make_config("quick")
     model = compile_model(config)
     datasets = {name: make_dataset(images, labels, config.batch_size, shuffle=True, augment=True, repeat=True,
-                                   parallel_calls=calls)
-                for name, calls in (("fixed", None), ("autotuned", tf.data.AUTOTUNE))}
+                                   autotune=autotune)
+                for name, autotune in (("fixed", False), ("autotuned", True))}
 
     def fit(dataset, count=steps):
         return lambda: model.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,14 @@ def test_each_command_explains_itself():
     for command, phrase in (("phantom", "same seed writes the same bytes"), ("check-data", "Exit status 0")):
         result = subprocess.run([sys.executable, "-m", "unetlib", command, "--help"], capture_output=True, text=True, check=True)
         assert phrase in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("first, warned", [("keras", True), ("unetlib", False)])
+def test_importing_tensorflow_before_unetlib_is_warned_about(first, warned):
+    second = "unetlib" if first == "keras" else "keras"
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    code = f"import {first}, {second}, os; print('oneDNN', os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("imported before unetlib" in done.stderr) == warned
+    assert "oneDNN 1" in done.stdout

@@ -1,17 +1,17 @@
 """Load TensorFlow (Keras' backend here) once, quietly and with fast CPU kernels, and say
 which compute precision this machine runs best.
 
-Modules that need Keras import this module first. Three things happen here:
+Modules that need Keras import this module first. Two things happen here:
 
 * TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices), which it prints straight
   to the process's stderr where a notebook shows it in whatever cell first imports it, is
   dropped; Python exceptions from the import still propagate as usual.
-* oneDNN kernels are switched on (``TF_ENABLE_ONEDNN_OPTS=1``) unless the environment says
-  otherwise. TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX;
-  on an AVX2-only CPU they train our UNet about twice as fast (``benchmarks/bench.py``
-  measures it: "oneDNN off / on").
 * :func:`default_precision` picks ``mixed_bfloat16`` only where the hardware computes in
   bfloat16 natively, and float32 elsewhere (where bfloat16 is emulated and gains nothing).
+
+The environment TensorFlow reads at import (oneDNN kernels on, log level) is set earlier, in
+``unetlib/__init__.py``, which runs before this or any other unetlib module (``benchmarks/bench.py``
+measures what oneDNN gives: "oneDNN off / on").
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of CPUs with bfloat16 arithmetic in hardware (Intel Cooper Lake and

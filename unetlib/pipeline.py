@@ -94,6 +94,7 @@ def make_dataset(
     repeat: bool = False,
     seed: int = 0,
     parallel_calls: int | None = None,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """A dataset of ``(images [B,H,W,1] float32, labels [B,H,W] uint8)`` batches.
 
@@ -102,9 +103,10 @@ def make_dataset(
     (reproducibly, from ``seed``); with ``augment`` each batch is augmented by
     :func:`augment_batch` with a seed derived from ``seed`` and the batch's position in the
     stream; with ``repeat`` the stream never ends (pair it with ``steps_per_epoch``).
-    ``parallel_calls`` is how many batches are gathered and augmented at once: by default
-    :func:`pipeline_threads`, with tf.data's autotuning off; ``tf.data.AUTOTUNE`` lets tf.data
-    choose the parallelism and prefetch buffers itself.
+    ``parallel_calls`` is how many batches are gathered and augmented at once (default
+    :func:`pipeline_threads`), with :data:`PREFETCH_BATCHES` prepared ahead and tf.data's
+    autotuner off. ``autotune=True`` instead lets tf.data choose the parallelism and the
+    prefetch buffer itself (then ``parallel_calls`` must be left unset).
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
@@ -126,8 +128,9 @@ def make_dataset(
         dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    autotune = parallel_calls == tf.data.AUTOTUNE
-    parallel_calls = pipeline_threads() if parallel_calls is None else parallel_calls
+    if autotune and parallel_calls is not None:
+        raise ValueError("give parallel_calls or autotune=True, not both")
+    parallel_calls = tf.data.AUTOTUNE if autotune else parallel_calls or pipeline_threads()
     dataset = dataset.batch(batch_size).map(load, num_parallel_calls=parallel_calls)
     if augment:
         dataset = dataset.enumerate().map(
