@@ -85,6 +85,10 @@ def test_score_pools_slices_into_volumes_by_case_week():
     data = report.to_dict()
     assert data["volumes"] == 2 and data["per_class"]["rectum"]["volume_dice_mean"] is None
     assert "2 volumes" in report.format_table()
+    assert np.isfinite(report.hd95_mm[1])  # body: in every slice of truth and prediction
+    quick = score(truth, pred, np.ones((4, 2)), "test", keys, with_hd95=False)  # Dice only, faster
+    np.testing.assert_array_equal(quick.pooled_dice, report.pooled_dice)
+    assert np.all(np.isnan(quick.hd95_mm))
 
 
 def test_surface_distances_run_both_ways_in_mm():
