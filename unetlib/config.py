@@ -9,10 +9,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from unetlib.files import write_atomic
+
+
+LOSSES = ("ce", "dice", "dice_ce")
+NORMALISATIONS = ("batch", "none")
+UPSAMPLINGS = ("transpose", "bilinear")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "normalisation": NORMALISATIONS, "upsampling": UPSAMPLINGS, "loss": LOSSES, "precision": PRECISIONS}
+"""The allowed values of each config field that names a choice: the one list the config, the
+model, the losses and the CLI all use."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +75,7 @@ class Config:
     patience: int = 10
 
     def __post_init__(self) -> None:
-        checks = {
-            "normalisation": ("batch", "none"),
-            "upsampling": ("transpose", "bilinear"),
-            "loss": ("ce", "dice", "dice_ce"),
-            "precision": ("auto", "float32", "mixed_bfloat16"),
-        }
-        for name, allowed in checks.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if len(self.features) < 2:
@@ -89,6 +94,22 @@ class Config:
         if "features" in changes:
             changes["features"] = tuple(changes["features"])
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's description from the class docstring (its ``Attributes:`` section), for
+        ``--help`` texts."""
+        help_text: dict[str, str] = {}
+        name = None
+        for line in (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines():
+            field_name, _, text = line.strip().partition(": ")
+            if line.startswith(" " * 8) and not line.startswith(" " * 9) and field_name.isidentifier() and text:
+                name = field_name
+                help_text[name] = text
+            elif name and line.strip():
+                help_text[name] += " " + line.strip()
+        plain = lambda text: re.sub(r":\w+:`~?(?:[\w]+\.)*(\w+)`", r"\1", text).replace("``", "")  # no reST markup
+        return {name: plain(text) for name, text in help_text.items()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

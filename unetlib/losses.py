@@ -11,6 +11,7 @@ import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 import keras
 from keras import ops
 
+from unetlib.config import LOSSES
 from unetlib.labels import NUM_CLASSES
 
 EPSILON = 1e-6
@@ -84,11 +85,10 @@ class DiceCrossEntropy(keras.losses.Loss):
 
 
 def get_loss(name: str, class_weights=None) -> keras.losses.Loss:
-    """The loss a config names: ``ce``, ``dice`` or ``dice_ce``."""
-    if name == "ce":
-        return CrossEntropy(class_weights)
-    if name == "dice":
-        return SoftDice()
-    if name == "dice_ce":
-        return DiceCrossEntropy(class_weights)
-    raise ValueError(f"unknown loss {name!r}; expected ce, dice or dice_ce")
+    """The loss a config names, one of :data:`unetlib.config.LOSSES`: ``ce``, ``dice`` or ``dice_ce``."""
+    makers = {"ce": lambda: CrossEntropy(class_weights), "dice": SoftDice,
+              "dice_ce": lambda: DiceCrossEntropy(class_weights)}
+    assert tuple(makers) == LOSSES  # one list of names, in config.py
+    if name not in makers:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    return makers[name]()

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from unetlib.config import CHOICES, Config
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 
 
@@ -75,21 +76,22 @@ def up(x, skip, filters: int, name: str, upsampling: str = "transpose"):
 
 
 def build_unet(
-    features: tuple[int, ...] = (16, 32, 64, 128, 256),
+    features: tuple[int, ...] = Config.features,
     *,
     input_shape: tuple[int, int, int] = (*SLICE_SHAPE, 1),
     num_classes: int = NUM_CLASSES,
-    normalisation: str = "batch",
-    dropout: float = 0.0,
-    upsampling: str = "transpose",
+    normalisation: str = Config.normalisation,
+    dropout: float = Config.dropout,
+    upsampling: str = Config.upsampling,
     name: str = "unet",
 ) -> keras.Model:
     """Build a 2D UNet returning per-pixel class probabilities (softmax, float32).
 
     Args:
         features: filters per encoder level, deepest last; the final entry is the bridge.
-            ``(16, 32, 64, 128, 256)`` gives 4 down-sampling steps; the input's height and
-            width must be divisible by ``2 ** (len(features) - 1)``.
+            The default, ``quick``'s ``(8, 16, 32, 64, 128)``, gives 4 down-sampling steps; the
+            input's height and width must be divisible by ``2 ** (len(features) - 1)``.
+            Every default here is :class:`~unetlib.config.Config`'s.
         input_shape: ``(height, width, channels)`` of one slice.
         num_classes: number of output classes (6 for HipMRI).
         normalisation: ``"batch"`` or ``"none"`` (the original recipe had none).
@@ -97,6 +99,9 @@ def build_unet(
         upsampling: ``"transpose"`` (learned) or ``"bilinear"`` (fixed resize + 1×1 conv).
         name: the model's name.
     """
+    for option, value in (("normalisation", normalisation), ("upsampling", upsampling)):
+        if value not in CHOICES[option]:
+            raise ValueError(f"{option}={value!r}; expected one of {', '.join(CHOICES[option])}")
     depth = len(features) - 1
     factor = 2**depth
     if input_shape[0] % factor or input_shape[1] % factor:
