@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
 from pathlib import Path
 
-from unetlib.data import SPLITS
+from unetlib.layout import SPLITS
 from unetlib.errors import DataError, TrainingError
 from unetlib.phantom import SIZES
 
@@ -51,6 +52,76 @@ def feature_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected filters per level like 16,32,64 ({exc})") from None
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 up to (not including) 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 0 and below 1")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: any whole number (a seed)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def weight_list(text: str) -> tuple[float, ...]:
+    """An argparse type: one positive weight per class, comma-separated."""
+    try:
+        return tuple(positive_float(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one weight per class like 1,1,1,1,1,3 ({exc})") from None
+
+
+def or_none(kind):
+    """An argparse type that also accepts ``none`` (no limit, no weights)."""
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+CONFIG_FLAG_TYPES = {
+    "data": dict(type=Path, metavar="ROOT"),
+    "features": dict(type=feature_list, metavar="F1,F2,..."),
+    "normalisation": {}, "upsampling": {}, "loss": {}, "precision": {},  # choices: unetlib.config.CHOICES
+    "dropout": dict(type=fraction),
+    "class_weights": dict(type=or_none(weight_list), metavar="W0,...,W5|none"),
+    "learning_rate": dict(type=positive_float),
+    "epochs": dict(type=positive_int),
+    "batch_size": dict(type=positive_int),
+    "augment": dict(action=argparse.BooleanOptionalAction),
+    "prostate_oversampling": dict(type=positive_int),
+    "seed": dict(type=whole_number),
+    "max_train_slices": dict(type=or_none(positive_int), metavar="N|none"),
+    "max_minutes": dict(type=or_none(positive_float), metavar="MINUTES|none"),
+    "patience": dict(type=positive_int),
+}
+"""How each Config field is parsed on the command line; its help is the field's docstring."""
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field (``--batch-size`` for ``batch_size``), help from its docstring;
+    a flag not given is left out of the namespace, so the preset's value stands."""
+    from unetlib.config import CHOICES, Config
+
+    help_text = Config.field_help()
+    fields = [field.name for field in dataclasses.fields(Config) if field.name != "preset"]
+    assert set(fields) == set(CONFIG_FLAG_TYPES), "every Config field needs a CLI type"
+    for name in fields:
+        options = dict(CONFIG_FLAG_TYPES[name])
+        if name in CHOICES:
+            options["choices"] = CHOICES[name]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                            help=help_text[name].replace("%", "%%"), **options)
+
+
 def output_file(text: str) -> Path:
     """An argparse type: a file to write, whose folder exists and which is not itself a folder."""
     path = Path(text)
@@ -74,20 +145,30 @@ def _check_data(args: argparse.Namespace) -> int:
     from unetlib.check import check_data
     from unetlib.data import resolve_data_root
 
-    root = resolve_data_root(args.root)
+    root = resolve_data_root(args.root)  # without ROOT this may generate the phantom, and says so
+    if args.root is None:
+        print(f"No ROOT given: checking the default data root {root} (unetlib --help says how it is chosen)")
     report = check_data(root)
     print(report.format())
     return 0 if report.ok else 1
 
 
+def config_from_args(args: argparse.Namespace):
+    """The run's Config: the preset (``--preset``, else ``UNETLIB_PROFILE``, else ``quick``) with
+    every config flag the user gave; flags not given keep the preset's values."""
+    from unetlib.config import Config, default_preset, make_config
+
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)
+             if field.name != "preset" and hasattr(args, field.name)}
+    if "data" in given:
+        given["data"] = str(given["data"])
+    return make_config(args.preset or default_preset(), **given)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from unetlib.config import make_config
     from unetlib.training import run_dir, train
 
-    flags = dict(data=str(args.data) if args.data else None, epochs=args.epochs, batch_size=args.batch_size,
-                 learning_rate=args.learning_rate, loss=args.loss, precision=args.precision, seed=args.seed,
-                 features=args.features, max_minutes=args.max_minutes, augment=args.augment)
-    config = make_config(args.preset, **{name: value for name, value in flags.items() if value is not None})  # unset flags keep the preset's
+    config = config_from_args(args)
     out = args.out or run_dir(config)
     result = train(config, out, reuse=args.reuse)
     if result.reused:
@@ -169,23 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
-    _add_data_option(train)
-    train.add_argument("--preset", choices=list(PRESETS), default="quick",
+    train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="seed: the original recipe; quick: our laptop default (10 min budget); "
-                       "smoke: seconds, for tests; full: a long run (default: quick)")
+                       "smoke: seconds, for tests; full: a long run (default: UNETLIB_PROFILE when set, else quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
-    train.add_argument("--epochs", type=positive_int, help="maximum epochs")
-    train.add_argument("--batch-size", type=positive_int, help="slices per step")
-    train.add_argument("--learning-rate", type=positive_float, help="Adam learning rate")
-    train.add_argument("--loss", choices=["ce", "dice", "dice_ce"], help="training loss")
-    train.add_argument("--features", type=feature_list, metavar="F1,F2,...", help="filters per level, bridge last, e.g. 16,32,64,128,256")
-    train.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"],
-                       help="compute precision; auto (the default) uses mixed_bfloat16 only where the CPU or GPU "
-                            "computes bfloat16 natively, float32 elsewhere")
-    train.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes (the shortened last epoch is still validated)")
-    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="data augmentation on/off")
-    train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
+    _add_config_flags(train.add_argument_group("config (each flag overrides the preset's value)"))
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser(
