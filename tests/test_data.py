@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,17 +39,14 @@ def test_pairs_by_key_not_sort_order(tmp_path):
         assert read_mask(pair.mask_path).max() == pair.slice % 6
 
 
-def test_image_without_mask_is_an_error_naming_the_file(tmp_path):
+@pytest.mark.parametrize("orphan, problem", [
+    ("keras_slices_train/case_004_week_0_slice_1.nii.gz", "no mask"),
+    ("keras_slices_seg_train/seg_005_week_1_slice_3.nii.gz", "no image"),
+])
+def test_an_image_or_mask_without_its_partner_is_an_error_naming_the_file(tmp_path, orphan, problem):
     make_root(tmp_path, {"004_week_0_slice_0": (_slice(0), _mask(1))})
-    write_nifti(tmp_path / "keras_slices_train" / "case_004_week_0_slice_1.nii.gz", _slice(1))
-    with pytest.raises(DataError, match=r"case_004_week_0_slice_1\.nii\.gz: no mask"):
-        find_pairs(tmp_path, "train")
-
-
-def test_mask_without_image_is_an_error_naming_the_file(tmp_path):
-    make_root(tmp_path, {"004_week_0_slice_0": (_slice(0), _mask(1))})
-    write_nifti(tmp_path / "keras_slices_seg_train" / "seg_005_week_1_slice_3.nii.gz", _mask(2))
-    with pytest.raises(DataError, match=r"seg_005_week_1_slice_3\.nii\.gz: no image"):
+    write_nifti(tmp_path / orphan, _slice(1))
+    with pytest.raises(DataError, match=rf"{Path(orphan).name.replace('.', '[.]')}: {problem}"):
         find_pairs(tmp_path, "train")
 
 

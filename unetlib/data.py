@@ -33,10 +33,11 @@ from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then sho
 
 from unetlib.errors import DataError
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
+from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir  # noqa: F401  (SPLITS: re-exported)
+from unetlib.phantom import generate_phantom
 
 logger = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "validate", "test")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
 """The repository's ``data/`` folder: real data dropped here is found automatically."""
@@ -45,8 +46,6 @@ DEFAULT_PHANTOM_SIZE = "small"
 """Size of the phantom generated on first use when no data is found."""
 
 CACHE_VERSION = 3
-CACHE_FOLDER = ".unetlib-cache"
-"""The decoded-split cache's folder inside a writable data root (see :func:`cache_dir`)."""
 """Bump when the decoded form changes, so old caches are not reused."""
 
 SPLIT_IMAGE_DTYPE = np.float16
@@ -85,33 +84,6 @@ class SplitArrays(NamedTuple):
     images: np.ndarray
     labels: np.ndarray
     keys: list[str]
-
-
-def image_dir(root: Path | str, split: str) -> Path:
-    """The folder holding a split's image slices."""
-    return Path(root) / f"keras_slices_{_check_split(split)}"
-
-
-def mask_dir(root: Path | str, split: str) -> Path:
-    """The folder holding a split's mask slices."""
-    return Path(root) / f"keras_slices_seg_{_check_split(split)}"
-
-
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    return split
-
-
-def is_nifti(path: Path | str) -> bool:
-    """True for ``.nii`` and ``.nii.gz`` file names."""
-    name = Path(path).name
-    return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
-def has_layout(root: Path | str) -> bool:
-    """True when ``root`` holds the image and mask folders of at least one split."""
-    return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)
 
 
 # --------------------------------------------------------------------------- pairing
@@ -436,8 +408,6 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
                 return child
     phantom_root = DATA_DIR / "phantom"
     if not has_layout(phantom_root) and generate:
-        from unetlib.phantom import generate_phantom
-
         logger.warning("no real data found; generating the synthetic phantom in %s", phantom_root)
         generate_phantom(phantom_root, DEFAULT_PHANTOM_SIZE)
     return phantom_root

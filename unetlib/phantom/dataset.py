@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from unetlib.data import CACHE_FOLDER, SPLITS, image_dir, mask_dir
+from unetlib.layout import CACHE_FOLDER, SPLITS, image_dir, mask_dir
 from unetlib.phantom.anatomy import Pelvis
 from unetlib.phantom.appearance import t2_image
 

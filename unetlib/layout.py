@@ -1,0 +1,43 @@
+"""The HipMRI folder layout: which folders a data root holds and how its files are named.
+
+A data root holds, per split, ``keras_slices_SPLIT/case_*.nii.gz`` images and
+``keras_slices_seg_SPLIT/seg_*.nii.gz`` masks. Both the loader (:mod:`unetlib.data`) and the
+phantom writer (:mod:`unetlib.phantom`) follow this module, so neither imports the other's
+internals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+
+CACHE_FOLDER = ".unetlib-cache"
+"""The decoded-split cache's folder inside a writable data root (see :func:`unetlib.data.cache_dir`)."""
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
+
+
+def image_dir(root: Path | str, split: str) -> Path:
+    """The folder holding a split's image slices."""
+    return Path(root) / f"keras_slices_{_check_split(split)}"
+
+
+def mask_dir(root: Path | str, split: str) -> Path:
+    """The folder holding a split's mask slices."""
+    return Path(root) / f"keras_slices_seg_{_check_split(split)}"
+
+
+def is_nifti(path: Path | str) -> bool:
+    """True for ``.nii`` and ``.nii.gz`` file names."""
+    name = Path(path).name
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def has_layout(root: Path | str) -> bool:
+    """True when ``root`` holds the image and mask folders of at least one split."""
+    return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)
