@@ -18,10 +18,12 @@ def test_dice_and_iou_known_values():
     pred[3, 3] = 2  # class 2 hallucinated
     dice = dice_per_class(truth, pred, num_classes=4)
     assert dice[1] == pytest.approx(2 * 2 / (4 + 2))
-    assert dice[2] == 0.0  # predicted only: 0, not NaN
-    assert math.isnan(dice[3])  # absent from both: undefined
+    assert math.isnan(dice[2]) and math.isnan(dice[3])  # absent from the truth: undefined (MONAI's default)
     assert dice[0] == pytest.approx(2 * 11 / (12 + 13))
-    iou = iou_per_class(truth, pred, num_classes=4)
+    counted = dice_per_class(truth, pred, num_classes=4, ignore_empty=False)
+    assert counted[2] == 0.0 and math.isnan(counted[3])  # predicted only: 0; absent from both: 0/0
+    assert math.isnan(dice_per_class(truth, pred, num_classes=4, include_background=False)[0])
+    iou = iou_per_class(truth, pred, num_classes=4, ignore_empty=False)
     assert iou[1] == pytest.approx(2 / 4) and iou[2] == 0.0 and math.isnan(iou[3])
 
 

@@ -178,7 +178,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     for index, (truth, guess) in enumerate(zip(y_true, y_pred)):
         slice_confusion = confusion_matrix(truth, guess)
         volume_confusion[volume_of[index]] = volume_confusion.get(volume_of[index], 0) + slice_confusion
-        per_slice[index] = _dice_where_present(slice_confusion)
+        per_slice[index] = dice_from_confusion(slice_confusion)
         for c in range(1, NUM_CLASSES) if with_hd95 else ():
             present_true, present_pred = truth == c, guess == c
             if present_true.any() and present_pred.any():
@@ -186,19 +186,12 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes never present
         slice_mean, slice_sd = np.nanmean(per_slice, axis=0), np.nanstd(per_slice, axis=0)
-        per_volume = np.array([_dice_where_present(matrix) for matrix in volume_confusion.values()])
+        per_volume = np.array([dice_from_confusion(matrix) for matrix in volume_confusion.values()])
         volume_mean, volume_sd = np.nanmean(per_volume, axis=0), np.nanstd(per_volume, axis=0)
         hd95 = np.nanmean(distances, axis=0)
     return EvaluationReport(split, len(y_true), dice_from_confusion(confusion), iou_from_confusion(confusion),
                             slice_mean, slice_sd, volume_mean, volume_sd, len(volume_confusion), hd95, confusion,
                             per_slice, keys)
-
-
-def _dice_where_present(matrix: np.ndarray) -> np.ndarray:
-    """Per-class Dice from a confusion matrix, NaN for classes absent from its ground truth."""
-    dice = dice_from_confusion(matrix).astype(float)
-    dice[matrix.sum(axis=1) == 0] = np.nan
-    return dice
 
 
 def pixel_spacings(root: Path | str, split: str) -> np.ndarray:

@@ -1,7 +1,13 @@
 """How segmentations are judged: plain functions on arrays first, one Keras metric for training.
 
-Conventions (as in MONAI's ``meandice``): a class absent from both ground truth and
-prediction has no defined Dice/IoU and gives NaN, and means skip NaN (``np.nanmean``).
+Conventions, one default everywhere, named as MONAI names them:
+
+* ``ignore_empty=True``: a class absent from the ground truth has no Dice or IoU (NaN),
+  whatever was predicted, so means over slices or volumes (``np.nanmean``) cover only those
+  that hold the class. With ``ignore_empty=False`` a class predicted where the truth has none
+  scores 0, and one absent from both stays NaN (0/0).
+* ``include_background=True``: class 0 is scored like the others; with False its entry is NaN,
+  so arrays stay indexed by class.
 """
 
 from __future__ import annotations
@@ -25,34 +31,51 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def dice_from_confusion(matrix: np.ndarray) -> np.ndarray:
-    """Per-class Dice ``2TP / (2TP + FP + FN)`` from a confusion matrix; NaN where 0/0."""
-    tp = np.diag(matrix).astype(np.float64)
-    denominator = matrix.sum(axis=0) + matrix.sum(axis=1)
+def _per_class(numerator: np.ndarray, denominator: np.ndarray, matrix: np.ndarray,
+               ignore_empty: bool, include_background: bool) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+        values = np.where(denominator > 0, numerator / denominator, np.nan)
+    if ignore_empty:
+        values[matrix.sum(axis=1) == 0] = np.nan  # the truth lacks the class
+    if not include_background:
+        values[0] = np.nan
+    return values
 
 
-def iou_from_confusion(matrix: np.ndarray) -> np.ndarray:
-    """Per-class IoU ``TP / (TP + FP + FN)`` from a confusion matrix; NaN where 0/0."""
+def dice_from_confusion(matrix: np.ndarray, *, ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+    """Per-class Dice ``2TP / (2TP + FP + FN)`` from a confusion matrix ``[true, predicted]``.
+
+    Args:
+        matrix: voxel counts, as :func:`confusion_matrix` returns them.
+        ignore_empty: NaN for a class absent from the truth (else 0 when it is only predicted).
+        include_background: score class 0 (else NaN there).
+    """
     tp = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+    return _per_class(2 * tp, matrix.sum(axis=0) + matrix.sum(axis=1), matrix, ignore_empty, include_background)
 
 
-def dice_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def iou_from_confusion(matrix: np.ndarray, *, ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+    """Per-class IoU ``TP / (TP + FP + FN)`` from a confusion matrix; arguments as in
+    :func:`dice_from_confusion`."""
+    tp = np.diag(matrix).astype(np.float64)
+    return _per_class(tp, matrix.sum(axis=0) + matrix.sum(axis=1) - tp, matrix, ignore_empty, include_background)
+
+
+def dice_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES, *,
+                   ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
     """Dice of each class, pooled over every voxel given (one slice or a whole split).
 
-    Returns an array of ``num_classes`` values in [0, 1]. A class present in neither
-    ``y_true`` nor ``y_pred`` gives NaN; present in only one of them gives 0.
+    Returns ``num_classes`` values in [0, 1], NaN where undefined (see the module's conventions).
     """
-    return dice_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+    return dice_from_confusion(confusion_matrix(y_true, y_pred, num_classes),
+                               ignore_empty=ignore_empty, include_background=include_background)
 
 
-def iou_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Intersection over union of each class, pooled; same NaN rule as :func:`dice_per_class`."""
-    return iou_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+def iou_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES, *,
+                  ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+    """Intersection over union of each class, pooled; the same conventions as :func:`dice_per_class`."""
+    return iou_from_confusion(confusion_matrix(y_true, y_pred, num_classes),
+                              ignore_empty=ignore_empty, include_background=include_background)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
