@@ -48,3 +48,18 @@ def test_importing_tensorflow_before_unetlib_is_warned_about(first, warned):
     assert done.returncode == 0, done.stderr
     assert ("imported before unetlib" in done.stderr) == warned
     assert "oneDNN 1" in done.stdout
+
+
+def test_every_module_lists_its_public_names_and_documents_them():
+    import importlib
+    import inspect
+
+    for path in sorted((ROOT / "unetlib").glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        module = importlib.import_module(f"unetlib.{path.stem}")
+        assert hasattr(module, "__all__"), f"{path.name}: no __all__"
+        for name in module.__all__:
+            value = getattr(module, name)  # every listed name exists
+            if inspect.isfunction(value) or inspect.isclass(value):
+                assert inspect.getdoc(value), f"{path.name}: {name} has no docstring"

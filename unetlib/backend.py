@@ -20,6 +20,9 @@ import os
 import sys
 from pathlib import Path
 
+__all__ = ["NATIVE_BFLOAT16_CPU_FLAGS", "cpu_flags", "native_bfloat16", "default_precision",
+           "resolve_precision"]
+
 NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of CPUs with bfloat16 arithmetic in hardware (Intel Cooper Lake and
 later, AMD Zen 4 and later)."""

@@ -18,6 +18,8 @@ from unetlib.data import SPLITS, read_pair, scan_split
 from unetlib.errors import DataError
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE, SLICE_SHAPE
 
+__all__ = ["SplitReport", "DataReport", "check_data"]
+
 
 @dataclass
 class SplitReport:

@@ -13,6 +13,10 @@ from unetlib.layout import SPLITS
 from unetlib.errors import DataError, TrainingError
 from unetlib.phantom import SIZES
 
+__all__ = ["DESCRIPTION", "positive_int", "positive_float", "feature_list", "fraction",
+           "whole_number", "weight_list", "or_none", "CONFIG_FLAG_TYPES", "output_file",
+           "config_from_args", "build_parser", "main"]
+
 DESCRIPTION = """\
 2D UNet segmentation of pelvic MRI slices (HipMRI prostate study: background, body, bone,
 bladder, rectum, prostate).
@@ -204,6 +208,7 @@ def _add_data_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``unetlib`` argument parser: one sub-command per job, each with its own ``--help``."""
     parser = argparse.ArgumentParser(prog="unetlib", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="show informational log messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -292,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``argv``, default ``sys.argv[1:]``) and return its exit status: 0 done,
+    1 the job failed (bad data found, training diverged), 2 a usage or input error, printed in one line."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:

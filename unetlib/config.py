@@ -15,6 +15,9 @@ from pathlib import Path
 
 from unetlib.files import write_atomic
 
+__all__ = ["LOSSES", "NORMALISATIONS", "UPSAMPLINGS", "PRECISIONS", "CHOICES", "Config", "PRESETS",
+           "make_config", "default_preset"]
+
 
 LOSSES = ("ce", "dice", "dice_ce")
 NORMALISATIONS = ("batch", "none")

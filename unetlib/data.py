@@ -33,8 +33,14 @@ from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then sho
 
 from unetlib.errors import DataError
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
-from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir  # noqa: F401  (SPLITS: re-exported)
+from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir
 from unetlib.phantom import generate_phantom
+
+__all__ = ["PROJECT_ROOT", "DATA_DIR", "DEFAULT_PHANTOM_SIZE", "CACHE_VERSION",
+           "SPLIT_IMAGE_DTYPE", "SlicePair", "volume_key", "SplitArrays", "scan_split",
+           "find_pairs", "fit_to_shape", "read_image", "read_mask", "read_pair", "normalise",
+           "cache_dir", "load_split", "resolve_data_root", "SPLITS", "CACHE_FOLDER", "image_dir",
+           "mask_dir", "is_nifti", "has_layout", "DataError"]
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,8 @@ the CLI prints it in one line instead of a traceback."""
 
 from __future__ import annotations
 
+__all__ = ["DataError", "TrainingError"]
+
 
 class DataError(ValueError):
     """A dataset file or folder cannot be used; the message names it and says why."""

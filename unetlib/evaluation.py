@@ -28,6 +28,9 @@ from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
 import unetlib.model  # noqa: F401  (registers the custom layers for loading)
 
+__all__ = ["load_model", "predict_probabilities", "predict_labels", "EvaluationReport",
+           "format_comparison", "score", "pixel_spacings", "evaluate", "write_json"]
+
 CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
 """The course criterion: prostate Dice ≥ 0.75 on the test split."""
 
@@ -212,4 +215,5 @@ def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, sp
 
 
 def write_json(report: EvaluationReport, path: Path | str) -> None:
+    """Write ``report.to_dict()`` as JSON to ``path``, atomically."""
     write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")

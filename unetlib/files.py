@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["partial_path", "write_atomic"]
+
 
 def partial_path(path: Path | str) -> Path:
     """The temporary sibling ``.NAME.partial`` a file is written to before its rename."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["LABELS", "NUM_CLASSES", "PROSTATE", "SLICE_SHAPE", "LABEL_COLOURS"]
+
 LABELS: tuple[str, ...] = ("background", "body", "bone", "bladder", "rectum", "prostate")
 """Class names; a label map stores the index of its class name (0..5)."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["SPLITS", "CACHE_FOLDER", "image_dir", "mask_dir", "is_nifti", "has_layout"]
+
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 
 CACHE_FOLDER = ".unetlib-cache"

@@ -14,6 +14,8 @@ from keras import ops
 from unetlib.config import LOSSES
 from unetlib.labels import NUM_CLASSES
 
+__all__ = ["EPSILON", "CrossEntropy", "SoftDice", "DiceCrossEntropy", "get_loss"]
+
 EPSILON = 1e-6
 
 

@@ -21,6 +21,9 @@ from scipy import ndimage
 
 from unetlib.labels import NUM_CLASSES
 
+__all__ = ["confusion_matrix", "dice_from_confusion", "iou_from_confusion", "dice_per_class",
+           "iou_per_class", "hausdorff95", "surface_distances", "PooledDice"]
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """``[true, predicted]`` voxel counts over all voxels given (any shape, integer labels)."""

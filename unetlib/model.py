@@ -15,6 +15,9 @@ from keras import layers
 from unetlib.config import CHOICES, Config
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 
+__all__ = ["FusedBatchNormalization", "conv_block", "down", "up", "build_unet",
+           "build_from_config", "receptive_field", "forward_flops_per_slice"]
+
 
 @keras.saving.register_keras_serializable(package="unetlib")
 class FusedBatchNormalization(layers.BatchNormalization):

@@ -21,6 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["MAX_ROTATION_DEGREES", "SCALE_RANGE", "PREFETCH_BATCHES", "pipeline_threads",
+           "augment_batch", "make_dataset", "steps_for"]
+
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)
 INTENSITY_SCALE, INTENSITY_SHIFT = 0.1, 0.1

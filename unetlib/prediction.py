@@ -14,6 +14,8 @@ import numpy as np
 from unetlib.data import fit_to_shape, is_nifti, normalise, read_image
 from unetlib.errors import DataError
 
+__all__ = ["output_name", "predict_files"]
+
 
 def _inputs(paths: list[Path | str]) -> list[Path]:
     """Expand folders into their NIfTI files; a path that is neither is an error."""

@@ -46,6 +46,10 @@ from unetlib.metrics import PooledDice
 from unetlib.model import build_from_config
 from unetlib.pipeline import make_dataset, steps_for
 
+__all__ = ["MONITOR", "RUNS_DIR", "run_dir", "TrainResult", "RunState", "snapshot_indices",
+           "EpochSnapshots", "save_figure", "TimeBudget", "precision_policy", "compile_model",
+           "training_indices", "is_complete", "train", "measure_training_speed"]
+
 logger = logging.getLogger(__name__)
 
 MONITOR = "val_foreground_dice"

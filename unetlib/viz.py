@@ -10,6 +10,12 @@ from matplotlib.patches import Patch
 from unetlib.data import volume_key
 from unetlib.labels import LABEL_COLOURS, LABELS
 
+__all__ = ["FOREGROUND", "draw", "label_overlay", "plot_history", "legend_handles", "show_slice",
+           "plot_class_frequencies", "plot_intensity_histograms", "show_feature_maps",
+           "plot_unet_diagram", "plot_confusion", "show_pairs", "plot_predictions",
+           "show_snapshots", "show_probability_maps", "plot_surface_distances", "VIEWS",
+           "ERROR_COLOURS", "SliceViewer"]
+
 FOREGROUND = tuple(range(1, len(LABELS)))
 
 
