@@ -26,26 +26,24 @@ data under the repository's data/ folder, then data/phantom/ (a synthetic phanto
 real layout, generated on first use)."""
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def _number(kind: type, allowed, rule: str):
+    """An argparse type: ``kind`` (int or float) parsed from the text, then checked by ``allowed``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"{text} must be {rule}")
+        return value
+    parse.__doc__ = f"An argparse type: a {'whole number' if kind is int else 'number'}, {rule}."
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
-    return value
+positive_int = _number(int, lambda value: value >= 1, "at least 1")
+positive_float = _number(float, lambda value: math.isfinite(value) and value > 0, "a finite number above 0")
+fraction = _number(float, lambda value: 0 <= value < 1, "at least 0 and below 1")  # dropout
+whole_number = _number(int, lambda value: True, "a whole number")  # a seed
 
 
 def feature_list(text: str) -> tuple[int, ...]:
@@ -54,25 +52,6 @@ def feature_list(text: str) -> tuple[int, ...]:
         return tuple(positive_int(part.strip()) for part in text.split(","))
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: expected filters per level like 16,32,64 ({exc})") from None
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number from 0 up to (not including) 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 0 and below 1")
-    return value
-
-
-def whole_number(text: str) -> int:
-    """An argparse type: any whole number (a seed)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def weight_list(text: str) -> tuple[float, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
-import os
 from pathlib import Path
 
 import keras
@@ -13,6 +12,7 @@ import numpy as np
 
 from unetlib.data import fit_to_shape, is_nifti, normalise, read_image
 from unetlib.errors import DataError
+from unetlib.files import atomic_path
 
 __all__ = ["output_name", "predict_files"]
 
@@ -40,8 +40,8 @@ def output_name(path: Path, suffix: str = "") -> str:
     return f"{stem}{suffix}.nii.gz"
 
 
-def _targets(files: list[Path], out: Path, probabilities: bool, overwrite: bool) -> list[Path]:
-    """Every output path, checked before anything is written: unique names, not inside a
+def _check_targets(files: list[Path], out: Path, probabilities: bool, overwrite: bool) -> None:
+    """Check every output path before anything is written: unique names, not inside a
     dataset's image or mask folders, and no existing file replaced unless ``overwrite``."""
     for folder in (out, *out.resolve().parents):
         if folder.name.startswith("keras_slices_"):
@@ -60,14 +60,6 @@ def _targets(files: list[Path], out: Path, probabilities: bool, overwrite: bool)
     if existing and not overwrite:
         raise DataError(f"{out}: {len(existing)} output file(s) already exist (e.g. {existing[0].name}); "
                         "pass --overwrite to replace them, or choose another --out")
-    return list(sources)
-
-
-def _save_atomic(image: nib.Nifti1Image, target: Path) -> None:
-    """Save a NIfTI file under a temporary name and rename it into place."""
-    partial = target.with_name(f".partial-{target.name}")  # keeps the .nii.gz ending nibabel reads
-    nib.save(image, partial)
-    os.replace(partial, target)
 
 
 def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str, *,
@@ -80,13 +72,13 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
     ``probabilities`` a float32 ``…_prob.nii.gz`` holding the 6 class probabilities
     (last axis) is written beside each.
 
-    Nothing is written until every output name has been checked (see :func:`_targets`);
+    Nothing is written until every output name has been checked (see :func:`_check_targets`);
     each file is written atomically. If an input turns out to be unreadable, the error
     says how many outputs were already written, and which.
     """
     files = _inputs(inputs)
     out = Path(out)
-    _targets(files, out, probabilities, overwrite)
+    _check_targets(files, out, probabilities, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for start in range(0, len(files), batch_size):
@@ -105,12 +97,13 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
             header = source.header.copy()
             header.set_data_dtype(np.uint8)
             target = out / output_name(path)
-            _save_atomic(nib.Nifti1Image(labels, source.affine, header), target)
+            with atomic_path(target) as partial:
+                nib.save(nib.Nifti1Image(labels, source.affine, header), partial)
             written.append(target)
             if probabilities:
                 maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
                 prob_header = source.header.copy()
                 prob_header.set_data_dtype(np.float32)
-                _save_atomic(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header),
-                             out / output_name(path, "_prob"))
+                with atomic_path(out / output_name(path, "_prob")) as partial:
+                    nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header), partial)
     return written

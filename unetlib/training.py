@@ -26,11 +26,11 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-import logging
 from pathlib import Path
 
 import keras
@@ -39,7 +39,7 @@ import numpy as np
 from unetlib.config import Config
 from unetlib.data import PROJECT_ROOT, load_split, resolve_data_root
 from unetlib.errors import TrainingError
-from unetlib.files import write_atomic
+from unetlib.files import atomic_path, write_atomic
 from unetlib.labels import NUM_CLASSES, PROSTATE
 from unetlib.losses import get_loss
 from unetlib.metrics import PooledDice
@@ -137,15 +137,14 @@ class RunState(keras.callbacks.Callback):
             return
         self.backup.mkdir(parents=True, exist_ok=True)
         weights = self.backup / f"epoch_{epoch:03d}.weights.h5"
-        partial = self.backup / f".epoch_{epoch:03d}.partial.weights.h5"
-        self.model.save_weights(partial)
-        os.replace(partial, weights)
+        with atomic_path(weights) as partial:
+            self.model.save_weights(partial)
         value = logs.get(MONITOR, np.nan)
         improved = np.isfinite(value) and (self.state["best"] is None or value > self.state["best"])
         best_file = self.backup / f"best_epoch_{epoch:03d}.keras"
         if improved:
-            self.model.save(self.backup / ".best.partial.keras")
-            os.replace(self.backup / ".best.partial.keras", best_file)
+            with atomic_path(best_file) as partial:
+                self.model.save(partial)
         self.rows.append({"epoch": epoch, **logs})
         write_atomic(self.out / "history.csv", _history_csv(self.rows))
         self.state.update(
@@ -200,10 +199,9 @@ class EpochSnapshots(keras.callbacks.Callback):
 
 
 def save_figure(figure, path: Path) -> None:
-    """Save a matplotlib figure as PNG via a temporary file and an atomic rename."""
-    partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=100, bbox_inches="tight")
-    os.replace(partial, path)
+    """Save a matplotlib figure as PNG, atomically."""
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100, bbox_inches="tight")
 
 
 class TimeBudget(keras.callbacks.Callback):

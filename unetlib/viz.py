@@ -212,7 +212,7 @@ def show_snapshots(folder, epochs: list[int] | None = None):
 
     files = sorted(Path(folder).glob("epoch_*.png"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no epoch_*.png snapshots (written by training runs since this version)")
+        raise FileNotFoundError(f"{folder}: no epoch_*.png snapshots (training writes one after each epoch)")
     by_epoch = {int(f.stem.split("_")[1]): f for f in files}
     if epochs is None:
         numbers = sorted(by_epoch)
@@ -370,9 +370,10 @@ class SliceViewer:
             truth, guess = self.labels[index].T, self.predictions[index].T
             wrong = truth != guess
             true_shown, guess_shown = np.isin(truth, shown), np.isin(guess, shown)
-            for (_, colour), where in zip(ERROR_COLOURS.items(), (true_shown & ~guess_shown, guess_shown & ~true_shown,
-                                                                    true_shown & guess_shown)):
-                rgba[wrong & where] = (*colour, alpha)
+            kinds = {"missed": true_shown & ~guess_shown, "wrongly added": guess_shown & ~true_shown,
+                     "wrong organ": true_shown & guess_shown}
+            for kind, where in kinds.items():
+                rgba[wrong & where] = (*ERROR_COLOURS[kind], alpha)
         return rgba
 
     def render(self) -> bytes:

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from unetlib.layout import CACHE_FOLDER, SPLITS, image_dir, mask_dir
+from unetlib.layout import CACHE_FOLDER, SPLITS, image_dir, is_nifti, mask_dir
 from unetlib.phantom.anatomy import Pelvis
 from unetlib.phantom.appearance import t2_image
 
@@ -195,7 +195,7 @@ def _foreign_entry(root: Path) -> Path | None:
             return entry
         prefix = "seg_" if "_seg_" in entry.name else "case_"
         for file in entry.iterdir():
-            if not (file.is_file() and file.name.startswith(prefix) and file.name.endswith((".nii", ".nii.gz"))):
+            if not (file.is_file() and file.name.startswith(prefix) and is_nifti(file)):
                 return file
     return None
 
