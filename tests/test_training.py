@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import keras
 import nibabel as nib
@@ -45,8 +47,9 @@ def test_probabilities_sum_to_one_and_their_argmax_is_the_label_map():
     np.testing.assert_array_equal(probabilities.argmax(-1), predict_labels(model, images, batch_size=3, progress=False))
 
 
-def test_seed_preset_is_the_original_recipe():
-    config = make_config("seed")
+def test_original_preset_is_the_original_recipe_and_seed_its_former_name():
+    config = make_config("original")
+    assert make_config("seed") == config and config.preset == "original"
     model = build_unet(config.features, normalisation=config.normalisation)
     assert config.features == (64, 128, 256, 512, 512) and config.loss == "ce" and not config.augment
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
@@ -234,6 +237,14 @@ def test_every_config_field_is_a_train_flag_and_unset_flags_keep_the_preset(monk
     for field in Config.__dataclass_fields__:
         if field != "preset":
             assert f"--{field.replace('_', '-')}" in help_text
+
+
+def test_cli_training_logs_one_line_per_epoch_when_not_on_a_terminal(tiny_phantom, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "unetlib", "train", "--preset", "smoke", "--data", str(tiny_phantom),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout and "\b" not in done.stdout  # no progress-bar redraws in a log file
+    assert [line.split(" - ")[0] for line in done.stdout.splitlines() if " - loss: " in line] == ["4/4", "4/4"]
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

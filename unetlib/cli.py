@@ -153,7 +153,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     out = args.out or run_dir(config)
-    result = train(config, out, reuse=args.reuse)
+    # A terminal gets Keras' live progress bar; a log file or pipe (make demo > log, CI) one line per epoch.
+    result = train(config, out, reuse=args.reuse, verbose="auto" if sys.stdout.isatty() else 2)
     if result.reused:
         print(f"Reusing the finished run of this config in {out}")
     print(f"Model: {result.model_path}")
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data root holding keras_slices_* folders (default: as described in unetlib --help)")
     check.set_defaults(run=_check_data)
 
-    from unetlib.config import PRESETS
+    from unetlib.config import PRESET_ALIASES, PRESETS
 
     train = commands.add_parser(
         "train",
@@ -234,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
-    train.add_argument("--preset", choices=list(PRESETS), default=None,
-                       help="seed: the original recipe; quick: our laptop default (10 min budget); "
+    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None,
+                       metavar="{" + ",".join(PRESETS) + "}",
+                       help="original: the course's original recipe (formerly 'seed'); quick: our laptop default (10 min budget); "
                        "smoke: seconds, for tests; full: a long run (default: UNETLIB_PROFILE when set, else quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")

@@ -16,7 +16,7 @@ from pathlib import Path
 from unetlib.files import write_atomic
 
 __all__ = ["LOSSES", "NORMALISATIONS", "UPSAMPLINGS", "PRECISIONS", "CHOICES", "Config", "PRESETS",
-           "make_config", "default_preset"]
+           "PRESET_ALIASES", "make_config", "default_preset"]
 
 
 LOSSES = ("ce", "dice", "dice_ce")
@@ -133,8 +133,8 @@ class Config:
 PRESETS: dict[str, dict] = {
     # The original course recipe: a 20.5M-parameter UNet with plain 3×3 conv + ReLU blocks,
     # no normalisation, transposed-conv upsampling, Adam and categorical cross-entropy.
-    "seed": dict(features=(64, 128, 256, 512, 512), normalisation="none", upsampling="transpose",
-                 loss="ce", learning_rate=1e-3, batch_size=32, augment=False, prostate_oversampling=1, epochs=40),
+    "original": dict(features=(64, 128, 256, 512, 512), normalisation="none", upsampling="transpose",
+                     loss="ce", learning_rate=1e-3, batch_size=32, augment=False, prostate_oversampling=1, epochs=40),
     # Our default for a laptop CPU: small, batch-normalised, Dice + cross-entropy, augmented.
     "quick": dict(max_minutes=10.0),
     # For tests: a tiny network on a few slices, a couple of epochs — seconds.
@@ -144,8 +144,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
+PRESET_ALIASES: dict[str, str] = {"seed": "original"}
+"""Former preset names still accepted: ``seed`` was renamed ``original`` so that it no longer
+reads like the ``seed`` field (the random seed)."""
+
+
 def make_config(preset: str = "quick", **overrides) -> Config:
-    """Build the config of a named preset, with ``overrides`` applied (see :meth:`Config.replace`)."""
+    """Build the config of a named preset, with ``overrides`` applied (see :meth:`Config.replace`).
+    A former name (:data:`PRESET_ALIASES`) gives the preset it was renamed to."""
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     return Config(preset=preset, **PRESETS[preset]).replace(**overrides)
