@@ -52,7 +52,15 @@ _import_tensorflow_quietly()
 
 
 def cpu_flags(cpuinfo: Path | str = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags listed in ``cpuinfo`` (empty where there is no such file)."""
+    """The CPU feature flags listed in ``cpuinfo`` (empty where there is no such file).
+
+    Args:
+        cpuinfo: a text file in the format of ``/proc/cpuinfo``; its first ``flags`` (x86) or
+            ``Features`` (ARM) line is read.
+
+    Returns:
+        The flags as lower-case names, e.g. ``{"avx2", "avx512_bf16", ...}``.
+    """
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -68,6 +76,9 @@ def native_bfloat16(cpuinfo: Path | str = "/proc/cpuinfo") -> bool:
 
     A visible GPU of compute capability 8.0 or later (Ampere, Hopper, ...) counts; otherwise
     the CPU must list one of :data:`NATIVE_BFLOAT16_CPU_FLAGS` in ``cpuinfo``.
+
+    Args:
+        cpuinfo: the CPU description file to read the flags from (see :func:`cpu_flags`).
     """
     import tensorflow as tf
 
@@ -79,10 +90,22 @@ def native_bfloat16(cpuinfo: Path | str = "/proc/cpuinfo") -> bool:
 
 
 def default_precision(cpuinfo: Path | str = "/proc/cpuinfo") -> str:
-    """``"mixed_bfloat16"`` where bfloat16 is native (see :func:`native_bfloat16`), else ``"float32"``."""
+    """``"mixed_bfloat16"`` where bfloat16 is native (see :func:`native_bfloat16`), else ``"float32"``.
+
+    Args:
+        cpuinfo: the CPU description file to read the flags from (see :func:`cpu_flags`).
+    """
     return "mixed_bfloat16" if native_bfloat16(cpuinfo) else "float32"
 
 
 def resolve_precision(precision: str) -> str:
-    """A config's precision with ``"auto"`` replaced by :func:`default_precision`."""
+    """A config's precision with ``"auto"`` replaced by :func:`default_precision`.
+
+    Args:
+        precision: ``"auto"``, ``"float32"`` or ``"mixed_bfloat16"`` (a :class:`~unetlib.config.Config`'s
+            ``precision``); values other than ``"auto"`` are returned unchanged.
+
+    Returns:
+        ``"float32"`` or ``"mixed_bfloat16"``, a Keras dtype policy name.
+    """
     return default_precision() if precision == "auto" else precision

@@ -23,7 +23,21 @@ __all__ = ["SplitReport", "DataReport", "check_data"]
 
 @dataclass
 class SplitReport:
-    """What the checker saw in one split."""
+    """What the checker saw in one split.
+
+    Attributes:
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+        pairs: image/mask pairs read without error.
+        shapes: number of slices per image shape as stored on disk, e.g. ``(256, 128)`` or
+            ``(256, 128, 1)``.
+        label_counts: int64 array of shape ``(6,)``: voxels per class over the split's masks,
+            after they are cropped/padded to 256×128.
+        without_prostate: slices whose mask holds no prostate voxel.
+        adjusted: slices centre-cropped or zero-padded to 256×128.
+        cases: the case numbers seen (``case_004_…`` → 4).
+        tiny: image files with a side under half of 256×128's shorter side (under 64 pixels).
+        affine_mismatch: mask files whose NIfTI affine differs from their image's (beyond 1e-4).
+    """
 
     split: str
     pairs: int = 0
@@ -38,7 +52,16 @@ class SplitReport:
 
 @dataclass
 class DataReport:
-    """The whole check: one report per split and every problem found, each naming its file."""
+    """The whole check: one report per split and every problem found, each naming its file.
+
+    Attributes:
+        root: the data root that was checked.
+        splits: one :class:`SplitReport` per split, in the order train, validate, test.
+        problems: one message per unusable file or folder (bad name, missing partner, unreadable
+            or invalid data); any problem makes :attr:`ok` false.
+        warnings: messages about usable but suspicious data: tiny slices, mask affines that differ
+            from their image's, cases shared between splits.
+    """
 
     root: Path
     splits: list[SplitReport]
@@ -72,7 +95,15 @@ class DataReport:
 
 
 def check_data(root: Path | str, *, progress: bool = True) -> DataReport:
-    """Read and validate every slice under ``root``; collect all problems instead of stopping."""
+    """Read and validate every slice under ``root``; collect all problems instead of stopping.
+
+    Args:
+        root: the data root, holding ``keras_slices_SPLIT`` and ``keras_slices_seg_SPLIT`` folders.
+        progress: show a progress bar per split.
+
+    Returns:
+        The report; a missing folder or a bad file is listed in its ``problems``, not raised.
+    """
     root = Path(root)
     reports, problems, warnings = [], [], []
     for split in SPLITS:

@@ -36,7 +36,9 @@ def _number(kind: type, allowed, rule: str):
         if not allowed(value):
             raise argparse.ArgumentTypeError(f"{text} must be {rule}")
         return value
-    parse.__doc__ = f"An argparse type: a {'whole number' if kind is int else 'number'}, {rule}."
+    parse.__doc__ = (f"An argparse type: a {'whole number' if kind is int else 'number'}, {rule}.\n\n"
+                     "Args:\n    text: the flag's value as typed.\n\n"
+                     "Raises:\n    argparse.ArgumentTypeError: ``text`` is not such a number; argparse prints why.\n")
     return parse
 
 
@@ -47,7 +49,17 @@ whole_number = _number(int, lambda value: True, "a whole number")  # a seed
 
 
 def feature_list(text: str) -> tuple[int, ...]:
-    """An argparse type: filters per level as comma-separated whole numbers, e.g. 16,32,64."""
+    """An argparse type: filters per level as comma-separated whole numbers, e.g. 16,32,64.
+
+    Args:
+        text: the flag's value as typed; spaces around the commas are allowed.
+
+    Returns:
+        The filters per level as a tuple of ints, each at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: a part is not a whole number of at least 1.
+    """
     try:
         return tuple(positive_int(part.strip()) for part in text.split(","))
     except argparse.ArgumentTypeError as exc:
@@ -55,7 +67,18 @@ def feature_list(text: str) -> tuple[int, ...]:
 
 
 def weight_list(text: str) -> tuple[float, ...]:
-    """An argparse type: one positive weight per class, comma-separated."""
+    """An argparse type: one positive weight per class, comma-separated.
+
+    Args:
+        text: the flag's value as typed, e.g. ``1,1,1,1,1,3``. The number of weights is not
+            checked here.
+
+    Returns:
+        The weights as a tuple of floats, each finite and above 0.
+
+    Raises:
+        argparse.ArgumentTypeError: a part is not a finite number above 0.
+    """
     try:
         return tuple(positive_float(part.strip()) for part in text.split(","))
     except argparse.ArgumentTypeError as exc:
@@ -63,7 +86,14 @@ def weight_list(text: str) -> tuple[float, ...]:
 
 
 def or_none(kind):
-    """An argparse type that also accepts ``none`` (no limit, no weights)."""
+    """An argparse type that also accepts ``none`` (no limit, no weights).
+
+    Args:
+        kind: the argparse type for every other value, e.g. :data:`positive_int`.
+
+    Returns:
+        An argparse type giving None for ``none`` (any letter case), else ``kind(text)``.
+    """
     def parse(text: str):
         return None if text.lower() == "none" else kind(text)
     parse.__name__ = kind.__name__
@@ -106,7 +136,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def output_file(text: str) -> Path:
-    """An argparse type: a file to write, whose folder exists and which is not itself a folder."""
+    """An argparse type: a file to write, whose folder exists and which is not itself a folder.
+
+    Args:
+        text: the flag's value as typed.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is a folder, or its folder does not exist.
+    """
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
@@ -138,7 +175,18 @@ def _check_data(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace):
     """The run's Config: the preset (``--preset``, else ``UNETLIB_PROFILE``, else ``quick``) with
-    every config flag the user gave; flags not given keep the preset's values."""
+    every config flag the user gave; flags not given keep the preset's values.
+
+    Args:
+        args: the parsed ``train`` command line: ``preset`` (None for the default) and the
+            config flags given; flags not given are absent from it.
+
+    Returns:
+        A :class:`~unetlib.config.Config`.
+
+    Raises:
+        ValueError: the combination of values is not a valid config (see :class:`~unetlib.config.Config`).
+    """
     from unetlib.config import Config, default_preset, make_config
 
     given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)
@@ -279,7 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line (``argv``, default ``sys.argv[1:]``) and return its exit status: 0 done,
-    1 the job failed (bad data found, training diverged), 2 a usage or input error, printed in one line."""
+    1 the job failed (bad data found, training diverged), 2 a usage or input error, printed in one line.
+
+    Args:
+        argv: the arguments after the program name, e.g. ``["check-data", "data/phantom"]``; None
+            reads ``sys.argv[1:]``.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:

@@ -93,7 +93,16 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed. ``None`` is a value like any other (``max_minutes=None``
-        lifts the time budget); callers with optional overrides leave unset ones out."""
+        lifts the time budget); callers with optional overrides leave unset ones out.
+
+        Args:
+            **changes: new values by field name; ``features`` may be any sequence (stored as a tuple).
+
+        Raises:
+            ValueError: a changed value makes the config invalid (an unknown choice, fewer than two
+                ``features``, or ``epochs``, ``batch_size`` or ``prostate_oversampling`` below 1).
+            TypeError: a name is not a field.
+        """
         if "features" in changes:
             changes["features"] = tuple(changes["features"])
         return dataclasses.replace(self, **changes)
@@ -118,11 +127,24 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path | str) -> None:
-        """Write the config as JSON, atomically."""
+        """Write the config as JSON, atomically.
+
+        Args:
+            path: the file to write, e.g. ``OUT/config.json``; its folder must exist.
+        """
         write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> "Config":
+        """Read a config written by :meth:`save`.
+
+        Args:
+            path: a JSON file holding one value per field.
+
+        Raises:
+            ValueError: the file is not JSON, or a value is invalid.
+            TypeError: the file names a field the config does not have.
+        """
         values = json.loads(Path(path).read_text())
         for key in ("features", "class_weights"):
             if values.get(key) is not None:
@@ -151,7 +173,16 @@ reads like the ``seed`` field (the random seed)."""
 
 def make_config(preset: str = "quick", **overrides) -> Config:
     """Build the config of a named preset, with ``overrides`` applied (see :meth:`Config.replace`).
-    A former name (:data:`PRESET_ALIASES`) gives the preset it was renamed to."""
+    A former name (:data:`PRESET_ALIASES`) gives the preset it was renamed to.
+
+    Args:
+        preset: one of :data:`PRESETS` (``"original"``, ``"quick"``, ``"smoke"``, ``"full"``) or
+            a former name in :data:`PRESET_ALIASES`.
+        **overrides: field values that replace the preset's, e.g. ``epochs=5``.
+
+    Raises:
+        ValueError: an unknown preset, or an override that makes the config invalid.
+    """
     preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")

@@ -68,7 +68,16 @@ _NAME = re.compile(
 
 @dataclass(frozen=True)
 class SlicePair:
-    """One image slice and its mask, paired by their shared key."""
+    """One image slice and its mask, paired by their shared key.
+
+    Attributes:
+        key: the file name after the prefix, without extension, e.g. ``004_week_0_slice_12``.
+        image_path: the image file, ``keras_slices_SPLIT/case_KEY.nii.gz`` (or ``.nii``).
+        mask_path: the mask file, ``keras_slices_seg_SPLIT/seg_KEY.nii.gz`` (or ``.nii``).
+        case: the case number in the name (``004`` → 4).
+        week: the week number in the name.
+        slice: the slice number in the name (its position in the case-week's volume).
+    """
 
     key: str
     image_path: Path
@@ -79,13 +88,24 @@ class SlicePair:
 
 
 def volume_key(key: str) -> str:
-    """The case-week (volume) a slice key belongs to: ``004_week_0_slice_12`` → ``004_week_0``."""
+    """The case-week (volume) a slice key belongs to: ``004_week_0_slice_12`` → ``004_week_0``.
+
+    Args:
+        key: a slice key (:attr:`SlicePair.key`).
+    """
     return key.split("_slice_")[0]
 
 
 class SplitArrays(NamedTuple):
     """A decoded split: ``images[N,256,128,1]`` (float16 z-scores, or float32 raw values),
-    ``labels[N,256,128]`` uint8, and the slice keys."""
+    ``labels[N,256,128]`` uint8, and the slice keys.
+
+    Attributes:
+        images: array ``(N, 256, 128, 1)``: per-slice z-scores as float16, or raw intensities as
+            float32 when decoded with ``normalised=False``.
+        labels: uint8 array ``(N, 256, 128)`` of class indices 0..5.
+        keys: the N slice keys, ordered by case, week and slice like the arrays.
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -120,6 +140,18 @@ def scan_split(root: Path | str, split: str) -> tuple[list[SlicePair], list[str]
 
     Most code wants :func:`find_pairs`, which raises on problems; the dataset checker uses
     this to list all of them at once.
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+
+    Returns:
+        ``(pairs, problems)``: the pairs ordered by case, week and slice, and one message per
+        missing folder, badly named or duplicate file, image without mask or mask without image.
+        A missing folder gives no pairs.
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`SPLITS`.
     """
     images_folder, masks_folder = image_dir(root, split), mask_dir(root, split)
     problems: list[str] = []
@@ -149,6 +181,14 @@ def find_pairs(root: Path | str, split: str) -> list[SlicePair]:
 
     Raises :class:`DataError` listing each image without a mask, mask without an image,
     badly named NIfTI file or missing folder. Non-NIfTI files are ignored.
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+
+    Raises:
+        DataError: any pairing problem (see :func:`scan_split`), or no NIfTI slices at all.
+        ValueError: ``split`` is not one of :data:`SPLITS`.
     """
     pairs, problems = scan_split(root, split)
     if problems:
@@ -184,7 +224,15 @@ def _squeeze_to_slice(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def fit_to_shape(array: np.ndarray, shape: tuple[int, int] = SLICE_SHAPE) -> np.ndarray:
-    """Centre-crop and/or zero-pad a 2D array to ``shape`` (no interpolation, labels stay exact)."""
+    """Centre-crop and/or zero-pad a 2D array to ``shape`` (no interpolation, labels stay exact).
+
+    Args:
+        array: a 2D array of any dtype.
+        shape: the target ``(height, width)``; by default ``SLICE_SHAPE`` (256, 128).
+
+    Returns:
+        A new array of ``shape`` with ``array``'s dtype.
+    """
     out = np.zeros(shape, dtype=array.dtype)
     src, dst = [], []
     for have, want in zip(array.shape, shape):
@@ -201,12 +249,29 @@ def fit_to_shape(array: np.ndarray, shape: tuple[int, int] = SLICE_SHAPE) -> np.
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """Read an image slice as float32 of shape ``SLICE_SHAPE``; raw intensities, not normalised."""
+    """Read an image slice as float32 of shape ``SLICE_SHAPE``; raw intensities, not normalised.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file holding a 2D slice (trailing axes of size 1 are dropped).
+
+    Raises:
+        DataError: the file cannot be read, is not 2D, or holds non-numeric, complex or non-finite
+            values, or values beyond the float32 range.
+    """
     return _read_image(Path(path))[0]
 
 
 def read_mask(path: Path | str) -> np.ndarray:
-    """Read a mask slice as a uint8 label map (0..5) of shape ``SLICE_SHAPE``."""
+    """Read a mask slice as a uint8 label map (0..5) of shape ``SLICE_SHAPE``.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file holding a 2D slice of whole numbers 0..5, stored as
+            integers or floats (trailing axes of size 1 are dropped).
+
+    Raises:
+        DataError: the file cannot be read, is not 2D, or holds non-numeric, non-finite or
+            non-integer values, or labels outside 0..5.
+    """
     return _read_mask(Path(path))[0]
 
 
@@ -246,6 +311,17 @@ def read_pair(pair: SlicePair) -> tuple[np.ndarray, np.ndarray, bool]:
     """Read and validate one pair; returns ``(image, labels, adjusted)``.
 
     ``adjusted`` is True when the slice was centre-cropped/padded to ``SLICE_SHAPE``.
+
+    Args:
+        pair: the image and mask files, as :func:`find_pairs` returns them.
+
+    Returns:
+        ``image``: float32 ``(256, 128)`` raw intensities; ``labels``: uint8 ``(256, 128)``
+        class indices 0..5; ``adjusted``: bool.
+
+    Raises:
+        DataError: either file is unusable (see :func:`read_image`, :func:`read_mask`), or the
+            mask's shape on disk differs from the image's.
     """
     image, image_shape = _read_image(pair.image_path)
     labels, mask_shape = _read_mask(pair.mask_path)
@@ -260,6 +336,12 @@ def normalise(image: np.ndarray) -> np.ndarray:
     """Per-slice z-score (the course's convention): zero mean, unit variance.
 
     A constant slice has no spread to divide by; it becomes all zeros instead of NaN.
+
+    Args:
+        image: raw intensities of one slice, any shape and numeric dtype.
+
+    Returns:
+        A float32 array of the same shape (computed in float64).
     """
     image = np.asarray(image, dtype=np.float64)
     std = image.std()
@@ -274,6 +356,9 @@ def cache_dir(root: Path | str) -> Path:
     """Where decoded splits are cached: ``UNETLIB_CACHE``, else ``ROOT/.unetlib-cache``.
 
     A read-only data root falls back to ``~/.cache/unetlib/<hash of root>``.
+
+    Args:
+        root: the data root whose splits are cached.
     """
     if os.environ.get("UNETLIB_CACHE"):
         return Path(os.environ["UNETLIB_CACHE"])
@@ -328,6 +413,20 @@ def load_split(
     modification time, so any change to the data is picked up. Images are z-scored per
     slice and stored as :data:`SPLIT_IMAGE_DTYPE` (float16), unless ``normalised=False``
     (raw values, float32).
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+        normalised: z-score each slice (:func:`normalise`) and store float16; False keeps raw
+            float32 intensities. The two forms are cached separately.
+        use_cache: read and write the on-disk cache (:func:`cache_dir`); False always decodes and
+            writes nothing.
+        progress: show a progress bar while decoding.
+
+    Raises:
+        DataError: the split's files cannot be paired (:func:`find_pairs`) or a slice cannot be
+            read (:func:`read_pair`).
+        ValueError: ``split`` is not one of :data:`SPLITS`.
     """
     pairs = find_pairs(root, split)
     cached = cache_dir(root) / f"{split}-{_fingerprint(root, pairs, normalised)}"
@@ -396,6 +495,17 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
     Order: ``explicit`` argument → ``UNETLIB_DATA`` environment variable → real data under
     ``data/`` (the folder itself or one folder below it) → ``data/phantom/``, generated on
     first use (small size, seed 0) when ``generate`` is true.
+
+    Args:
+        explicit: a data root chosen by the caller (e.g. ``--data``); None to look further.
+        generate: generate the phantom when no data is found; if False, ``data/phantom/`` is
+            returned even when it does not exist.
+
+    Returns:
+        The data root; an ``explicit`` or ``UNETLIB_DATA`` one as given, with ``~`` expanded.
+
+    Raises:
+        DataError: ``explicit`` or ``UNETLIB_DATA`` names a folder without the HipMRI layout.
     """
     for candidate, origin in ((explicit, "argument"), (os.environ.get("UNETLIB_DATA") or None, "UNETLIB_DATA")):
         if candidate is not None:

@@ -36,7 +36,15 @@ CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
 
 
 def load_model(path: Path | str) -> keras.Model:
-    """Load a saved ``.keras`` model for inference (no optimiser or loss needed)."""
+    """Load a saved ``.keras`` model for inference (no optimiser or loss needed).
+
+    Args:
+        path: a ``model.keras`` file written by ``unetlib train``.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        DataError: the file cannot be read as a Keras model.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (train one with `unetlib train`)")
@@ -57,7 +65,14 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
                           progress: bool = True) -> np.ndarray:
     """The softmax output ``[N,H,W,classes]`` float32 for images ``[N,H,W,1]``: one probability per
     class and pixel (6 float32 per pixel, about 0.8 MB a slice; use :func:`predict_labels` for
-    labels alone)."""
+    labels alone).
+
+    Args:
+        model: a UNet taking ``(batch, H, W, 1)`` float32 images, e.g. from :func:`load_model`.
+        images: z-scored slices ``(N, H, W, 1)``, float16 or float32 (fed as float32).
+        batch_size: slices per forward pass.
+        progress: show a progress bar over the batches.
+    """
     out = np.empty(images.shape[:3] + (model.output_shape[-1],), dtype=np.float32)
     for start, probabilities in _predicted_batches(model, images, batch_size, progress):
         out[start : start + batch_size] = probabilities
@@ -65,7 +80,14 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
 
 
 def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True) -> np.ndarray:
-    """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``."""
+    """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``.
+
+    Args:
+        model: a UNet taking ``(batch, H, W, 1)`` float32 images, e.g. from :func:`load_model`.
+        images: z-scored slices ``(N, H, W, 1)``, float16 or float32 (fed as float32).
+        batch_size: slices per forward pass.
+        progress: show a progress bar over the batches.
+    """
     out = np.empty(images.shape[:3], dtype=np.uint8)
     for start, probabilities in _predicted_batches(model, images, batch_size, progress):
         out[start : start + batch_size] = np.argmax(probabilities, axis=-1)
@@ -74,7 +96,27 @@ def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16,
 
 @dataclass
 class EvaluationReport:
-    """Per-class scores of one split; ``to_dict`` gives the JSON the CLI writes."""
+    """Per-class scores of one split; ``to_dict`` gives the JSON the CLI writes.
+
+    Every per-class array has one float64 entry per class (6, background first) and is NaN
+    where the score is undefined (see :func:`score`).
+
+    Attributes:
+        split: the split's name, e.g. ``"test"`` (empty when not given to :func:`score`).
+        slices: number of slices scored (N).
+        pooled_dice: Dice per class over every voxel of the split (the headline number).
+        iou: intersection over union per class, pooled the same way.
+        slice_dice_mean: mean per-slice Dice per class, over the slices whose truth holds it.
+        slice_dice_sd: standard deviation of those per-slice Dice values.
+        volume_dice_mean: mean per-volume (case-week) Dice per class, over the volumes holding it.
+        volume_dice_sd: standard deviation of those per-volume Dice values.
+        volumes: number of volumes (case-weeks) the slices form.
+        hd95_mm: mean 95th-percentile Hausdorff distance per class in mm, over the slices where
+            truth and prediction both hold the class; NaN for the background and without HD95.
+        confusion: int64 voxel counts ``(6, 6)``, ``[true, predicted]``.
+        per_slice_dice: Dice per slice and class ``(N, 6)``.
+        keys: the slice keys, in the order of ``per_slice_dice`` (empty when not given).
+    """
 
     split: str
     slices: int
@@ -142,7 +184,14 @@ class EvaluationReport:
 
 
 def format_comparison(reports: dict[str, EvaluationReport]) -> str:
-    """Pooled Dice per organ of several runs on the same split, one row per run."""
+    """Pooled Dice per organ of several runs on the same split, one row per run.
+
+    Args:
+        reports: each run's report, by the name shown in its row; at least one.
+
+    Returns:
+        A fixed-width text table: one column per organ (body .. prostate) and their mean.
+    """
     width = max(len(name) for name in reports) + 2
     lines = [f"{'run':<{width}}" + "".join(f"{name:>10}" for name in LABELS[1:]) + f"{'mean':>8}"]
     for name, report in reports.items():
@@ -171,6 +220,17 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
     in both truth and prediction (finite distances); slices where it was missed or
     hallucinated show up in the per-slice Dice instead. HD95 is the slow part (a distance
     transform per slice and class); ``with_hd95=False`` skips it and reports NaN.
+
+    Args:
+        y_true: true class indices ``(N, H, W)``.
+        y_pred: predicted class indices ``(N, H, W)``.
+        spacings: ``(N, 2)`` pixel sizes in mm along rows and columns, e.g. from :func:`pixel_spacings`.
+        split: the split's name, recorded in the report.
+        keys: the N slice keys (``004_week_0_slice_12``), or None.
+        with_hd95: compute the Hausdorff distances.
+
+    Raises:
+        ValueError: ``y_true`` and ``y_pred`` hold different numbers of voxels.
     """
     confusion = confusion_matrix(y_true, y_pred)
     per_slice = np.full((len(y_true), NUM_CLASSES), np.nan)
@@ -198,14 +258,42 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
 
 
 def pixel_spacings(root: Path | str, split: str) -> np.ndarray:
-    """mm per pixel of every slice of a split, read from the NIfTI headers (cheap)."""
+    """mm per pixel of every slice of a split, read from the NIfTI headers (cheap).
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+
+    Returns:
+        A float array ``(N, 2)``, in the order of :func:`~unetlib.data.find_pairs` (and of
+        :func:`~unetlib.data.load_split`).
+
+    Raises:
+        DataError: the split's files cannot be paired.
+        ValueError: ``split`` is not one of ``SPLITS``.
+    """
     return np.array([nib.load(p.image_path).header.get_zooms()[:2] for p in find_pairs(root, split)], dtype=float)
 
 
 def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, split: str = "test",
              *, progress: bool = True, with_hd95: bool = True) -> tuple[EvaluationReport, np.ndarray]:
     """Predict ``split`` with ``model`` and score it (see :func:`score`); returns the report and
-    the predictions."""
+    the predictions.
+
+    Args:
+        model: a Keras model, or the path of a saved ``.keras`` file.
+        root: the data root; None resolves it like the CLI (:func:`~unetlib.data.resolve_data_root`).
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+        progress: show progress bars while decoding and predicting.
+        with_hd95: compute Hausdorff distances (the slow part).
+
+    Returns:
+        ``(report, predictions)``; the predictions are uint8 label maps ``(N, 256, 128)``.
+
+    Raises:
+        FileNotFoundError: ``model`` is a path with no file.
+        DataError: the model file or the split's data cannot be read.
+    """
     if not isinstance(model, keras.Model):
         model = load_model(model)
     root = resolve_data_root(root)
@@ -215,5 +303,10 @@ def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, sp
 
 
 def write_json(report: EvaluationReport, path: Path | str) -> None:
-    """Write ``report.to_dict()`` as JSON to ``path``, atomically."""
+    """Write ``report.to_dict()`` as JSON to ``path``, atomically.
+
+    Args:
+        report: the scores to write; NaN becomes ``null`` and infinity ``"inf"``.
+        path: the JSON file to write; its folder must exist.
+    """
     write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")

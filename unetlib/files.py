@@ -25,6 +25,12 @@ def atomic_path(path: Path | str):
 
         with atomic_path(out / "model.keras") as partial:
             model.save(partial)
+
+    Args:
+        path: the file to write; its folder must exist.
+
+    Yields:
+        The temporary path ``.partial-NAME`` beside ``path``, for the writer to create.
     """
     path = Path(path)
     partial = path.with_name(f".partial-{path.name}")
@@ -36,6 +42,11 @@ def atomic_path(path: Path | str):
 
 
 def write_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the file to write; its folder must exist.
+        text: the file's whole content.
+    """
     with atomic_path(path) as partial:
         partial.write_text(text)

@@ -25,21 +25,51 @@ def _check_split(split: str) -> str:
 
 
 def image_dir(root: Path | str, split: str) -> Path:
-    """The folder holding a split's image slices."""
+    """The folder holding a split's image slices.
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+
+    Returns:
+        ``ROOT/keras_slices_SPLIT`` (whether or not it exists).
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`SPLITS`.
+    """
     return Path(root) / f"keras_slices_{_check_split(split)}"
 
 
 def mask_dir(root: Path | str, split: str) -> Path:
-    """The folder holding a split's mask slices."""
+    """The folder holding a split's mask slices.
+
+    Args:
+        root: the data root.
+        split: ``"train"``, ``"validate"`` or ``"test"``.
+
+    Returns:
+        ``ROOT/keras_slices_seg_SPLIT`` (whether or not it exists).
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`SPLITS`.
+    """
     return Path(root) / f"keras_slices_seg_{_check_split(split)}"
 
 
 def is_nifti(path: Path | str) -> bool:
-    """True for ``.nii`` and ``.nii.gz`` file names."""
+    """True for ``.nii`` and ``.nii.gz`` file names.
+
+    Args:
+        path: a file name or path; only its name is looked at, the file need not exist.
+    """
     name = Path(path).name
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
 def has_layout(root: Path | str) -> bool:
-    """True when ``root`` holds the image and mask folders of at least one split."""
+    """True when ``root`` holds the image and mask folders of at least one split.
+
+    Args:
+        root: the folder to look in.
+    """
     return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)

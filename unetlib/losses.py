@@ -26,6 +26,11 @@ class CrossEntropy(keras.losses.Loss):
     Equivalent to one-hot categorical cross-entropy, without one-hot arrays: the
     probability of the true class is picked per pixel. ``class_weights`` scales each
     pixel's term by the weight of its true class (normalised by the mean weight seen).
+
+    Args:
+        class_weights: one weight per class (6 for HipMRI), or None for an unweighted mean.
+        name: the loss's name.
+        **kwargs: passed on to ``keras.losses.Loss`` (e.g. ``reduction``, ``dtype``).
     """
 
     def __init__(self, class_weights=None, name="cross_entropy", **kwargs):
@@ -33,6 +38,15 @@ class CrossEntropy(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
+        """Mean (or class-weighted mean) of ``-log p(true class)`` over every pixel of the batch.
+
+        Args:
+            y_true: class indices ``(batch, height, width)``, any integer or float dtype.
+            y_pred: softmax probabilities ``(batch, height, width, classes)``.
+
+        Returns:
+            The batch's loss, a scalar tensor.
+        """
         labels = ops.cast(y_true, "int32")
         per_pixel = keras.losses.sparse_categorical_crossentropy(labels, y_pred)
         if self.class_weights is None:
@@ -51,6 +65,12 @@ class SoftDice(keras.losses.Loss):
     Pooling over the batch (as nnU-Net does) keeps the loss defined when a class, like the
     prostate, is absent from some slices; a class absent from the whole batch and not
     predicted contributes a Dice near 1 through the smoothing term.
+
+    Args:
+        num_classes: number of classes in the labels and predictions; class 0 is left out of the mean.
+        smooth: added to numerator and denominator of each class's Dice.
+        name: the loss's name.
+        **kwargs: passed on to ``keras.losses.Loss``.
     """
 
     def __init__(self, num_classes=NUM_CLASSES, smooth=1.0, name="soft_dice", **kwargs):
@@ -58,6 +78,15 @@ class SoftDice(keras.losses.Loss):
         self.num_classes, self.smooth = num_classes, smooth
 
     def call(self, y_true, y_pred):
+        """1 − the mean over classes 1.. of the batch-pooled soft Dice.
+
+        Args:
+            y_true: class indices ``(batch, height, width)``, any integer or float dtype.
+            y_pred: softmax probabilities ``(batch, height, width, classes)``.
+
+        Returns:
+            The batch's loss, a scalar tensor.
+        """
         target = ops.one_hot(ops.cast(y_true, "int32"), self.num_classes, dtype=y_pred.dtype)
         axes = (0, 1, 2)
         intersection = ops.sum(target * y_pred, axis=axes)
@@ -71,7 +100,14 @@ class SoftDice(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="unetlib")
 class DiceCrossEntropy(keras.losses.Loss):
-    """Soft Dice + cross-entropy (the nnU-Net default): Dice copes with imbalance, CE with calibration."""
+    """Soft Dice + cross-entropy (the nnU-Net default): Dice copes with imbalance, CE with calibration.
+
+    Args:
+        class_weights: per-class weights for the cross-entropy term only, or None.
+        num_classes: number of classes in the labels and predictions.
+        name: the loss's name.
+        **kwargs: passed on to ``keras.losses.Loss``.
+    """
 
     def __init__(self, class_weights=None, num_classes=NUM_CLASSES, name="dice_ce", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -80,6 +116,15 @@ class DiceCrossEntropy(keras.losses.Loss):
         self.cross_entropy = CrossEntropy(class_weights)
 
     def call(self, y_true, y_pred):
+        """The soft Dice loss plus the cross-entropy, unweighted sum.
+
+        Args:
+            y_true: class indices ``(batch, height, width)``, any integer or float dtype.
+            y_pred: softmax probabilities ``(batch, height, width, classes)``.
+
+        Returns:
+            The batch's loss, a scalar tensor.
+        """
         return self.dice.call(y_true, y_pred) + self.cross_entropy.call(y_true, y_pred)
 
     def get_config(self):
@@ -87,7 +132,15 @@ class DiceCrossEntropy(keras.losses.Loss):
 
 
 def get_loss(name: str, class_weights=None) -> keras.losses.Loss:
-    """The loss a config names, one of :data:`unetlib.config.LOSSES`: ``ce``, ``dice`` or ``dice_ce``."""
+    """The loss a config names, one of :data:`unetlib.config.LOSSES`: ``ce``, ``dice`` or ``dice_ce``.
+
+    Args:
+        name: ``"ce"``, ``"dice"`` or ``"dice_ce"``.
+        class_weights: per-class cross-entropy weights, or None; ignored by ``"dice"``.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`unetlib.config.LOSSES`.
+    """
     makers = {"ce": lambda: CrossEntropy(class_weights), "dice": SoftDice,
               "dice_ce": lambda: DiceCrossEntropy(class_weights)}
     assert tuple(makers) == LOSSES  # one list of names, in config.py

@@ -33,6 +33,16 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
+        """Normalise ``inputs`` with the batch's statistics (training) or the moving ones.
+
+        Args:
+            inputs: activations, normally ``(batch, height, width, channels)``.
+            training: True in training: use and update the batch statistics.
+            mask: a Keras mask; if given, the parent class's computation is used.
+
+        Returns:
+            The normalised activations in the layer's compute dtype.
+        """
         rank = len(inputs.shape)
         if mask is not None or self.renorm or rank != 4 or self.axis not in (-1, rank - 1):
             return super().call(inputs, training=training, mask=mask)
@@ -51,7 +61,18 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
 
 def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout: float = 0.0):
-    """Two 3×3 convolutions, each followed by (optional) batch norm and ReLU."""
+    """Two 3×3 convolutions, each followed by (optional) batch norm and ReLU.
+
+    Args:
+        x: the input tensor ``(batch, height, width, channels)`` (a Keras symbolic tensor).
+        filters: output channels of each convolution.
+        name: prefix of the layer names (``NAME_conv1``, ``NAME_norm1``, ``NAME_relu1``, ...).
+        normalisation: ``"batch"`` or ``"none"``.
+        dropout: dropout rate after the block; 0 adds no dropout layer.
+
+    Returns:
+        A tensor of the same height and width with ``filters`` channels.
+    """
     for index in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=normalisation == "none",
                           kernel_initializer="he_normal", name=f"{name}_conv{index}")(x)
@@ -64,12 +85,29 @@ def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout
 
 
 def down(x, name: str):
-    """Halve the resolution with 2×2 max pooling (doubles the receptive field)."""
+    """Halve the resolution with 2×2 max pooling (doubles the receptive field).
+
+    Args:
+        x: the input tensor ``(batch, height, width, channels)``.
+        name: the pooling layer's name.
+    """
     return layers.MaxPooling2D(2, name=name)(x)
 
 
 def up(x, skip, filters: int, name: str, upsampling: str = "transpose"):
-    """Double the resolution and concatenate the encoder's skip connection of that size."""
+    """Double the resolution and concatenate the encoder's skip connection of that size.
+
+    Args:
+        x: the decoder's tensor ``(batch, height, width, channels)``.
+        skip: the encoder's tensor of twice that height and width.
+        filters: channels of ``x`` after upsampling.
+        name: the upsampling layer's name (the concatenation is ``NAME_skip``).
+        upsampling: ``"transpose"`` (learned 2×2 transposed conv) or anything else for bilinear
+            resize + 1×1 conv.
+
+    Returns:
+        A tensor of ``skip``'s height and width with ``filters`` plus ``skip``'s channels.
+    """
     if upsampling == "transpose":
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name)(x)
     else:
@@ -101,6 +139,10 @@ def build_unet(
         dropout: dropout rate after each conv block; 0 disables it.
         upsampling: ``"transpose"`` (learned) or ``"bilinear"`` (fixed resize + 1×1 conv).
         name: the model's name.
+
+    Raises:
+        ValueError: an unknown ``normalisation`` or ``upsampling``, or an input height or width
+            not divisible by ``2 ** (len(features) - 1)``.
     """
     for option, value in (("normalisation", normalisation), ("upsampling", upsampling)):
         if value not in CHOICES[option]:
@@ -126,7 +168,12 @@ def build_unet(
 
 
 def build_from_config(config) -> keras.Model:
-    """The UNet described by a :class:`unetlib.config.Config`."""
+    """The UNet described by a :class:`unetlib.config.Config`.
+
+    Args:
+        config: its ``features``, ``normalisation``, ``dropout`` and ``upsampling`` are used; the
+            input is one 256×128 slice and the output has 6 classes.
+    """
     return build_unet(config.features, normalisation=config.normalisation,
                       dropout=config.dropout, upsampling=config.upsampling)
 
@@ -135,6 +182,13 @@ def receptive_field(depth: int, convs_per_block: int = 2) -> list[int]:
     """Receptive field (pixels) after each encoder level and the bridge of a UNet.
 
     Each 3×3 conv adds 2 × (current stride) pixels; each 2×2 pooling doubles the stride.
+
+    Args:
+        depth: number of down-sampling steps (``len(features) - 1``).
+        convs_per_block: 3×3 convolutions per block.
+
+    Returns:
+        ``depth + 1`` widths in pixels: one per encoder level, the bridge's last.
     """
     field, stride, fields = 1, 1, []
     for level in range(depth + 1):
@@ -153,6 +207,9 @@ def forward_flops_per_slice(model: keras.Model) -> int:
     per output position (``2·k·k·C_in·C_out·H_out·W_out``; for a transposed convolution the
     kernel visits each *input* position). Training costs about three forward passes
     (forward, gradient for inputs, gradient for weights).
+
+    Args:
+        model: a built Keras model; only its ``Conv2D`` and ``Conv2DTranspose`` layers are counted.
     """
     total = 0
     for layer in model.layers:

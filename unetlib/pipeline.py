@@ -61,6 +61,14 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, seed) -> tuple[tf.Tensor
     neighbour for labels so they stay exact class indices), and a random intensity
     scale/shift on the z-scored image. ``seed`` is a shape-[2] integer tensor: the same
     seed gives the same augmentation.
+
+    Args:
+        images: z-scored images ``(B, H, W, 1)``, float16 or float32.
+        labels: class indices ``(B, H, W)``, any integer dtype.
+        seed: shape-[2] integer tensor for TensorFlow's stateless random ops.
+
+    Returns:
+        ``(images, labels)``: float32 ``(B, H, W, 1)`` and ``(B, H, W)`` in ``labels``' dtype.
     """
     flip_seed, geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     images = tf.cast(images, tf.float32)  # a split's float16 images come out as float32
@@ -110,6 +118,22 @@ def make_dataset(
     :func:`pipeline_threads`), with :data:`PREFETCH_BATCHES` prepared ahead and tf.data's
     autotuner off. ``autotune=True`` instead lets tf.data choose the parallelism and the
     prefetch buffer itself (then ``parallel_calls`` must be left unset).
+
+    Args:
+        images: a split's images ``(N, H, W, 1)``, float16 or float32 (batches come out as float32).
+        labels: its class indices ``(N, H, W)``, uint8.
+        batch_size: slices per batch; the last batch of a finite stream may be smaller.
+        indices: the slices to stream, as positions in ``images`` (repeats allowed); None: each once.
+        shuffle: reshuffle the order every epoch.
+        augment: apply :func:`augment_batch` to every batch.
+        repeat: repeat the stream forever.
+        seed: seed for the shuffle order and the augmentation.
+        parallel_calls: batches gathered and augmented at once; None: :func:`pipeline_threads`.
+        autotune: let tf.data choose the parallelism and prefetch buffer.
+
+    Raises:
+        ValueError: ``images`` and ``labels`` differ in length, or both ``parallel_calls`` and
+            ``autotune`` are given.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label maps")
@@ -146,5 +170,13 @@ def make_dataset(
 
 
 def steps_for(count: int, batch_size: int) -> int:
-    """Batches needed to see every slice once."""
+    """Batches needed to see every slice once.
+
+    Args:
+        count: number of slices.
+        batch_size: slices per batch.
+
+    Returns:
+        ``ceil(count / batch_size)``, at least 1.
+    """
     return max(1, math.ceil(count / batch_size))

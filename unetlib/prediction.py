@@ -34,7 +34,16 @@ def _inputs(paths: list[Path | str]) -> list[Path]:
 
 
 def output_name(path: Path, suffix: str = "") -> str:
-    """``case_…`` inputs become ``seg_…`` like the dataset's masks; others get ``_seg``."""
+    """``case_…`` inputs become ``seg_…`` like the dataset's masks; others get ``_seg``.
+
+    Args:
+        path: the input file; only its name is used.
+        suffix: added before the extension, e.g. ``"_prob"`` for probability maps.
+
+    Returns:
+        The output's file name, always ending ``.nii.gz``: ``case_004_week_0_slice_3.nii`` →
+        ``seg_004_week_0_slice_3.nii.gz``, ``scan.nii.gz`` → ``scan_seg.nii.gz``.
+    """
     stem = path.name.split(".nii")[0]
     stem = "seg_" + stem[len("case_"):] if stem.startswith("case_") else stem + "_seg"
     return f"{stem}{suffix}.nii.gz"
@@ -75,6 +84,23 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
     Nothing is written until every output name has been checked (see :func:`_check_targets`);
     each file is written atomically. If an input turns out to be unreadable, the error
     says how many outputs were already written, and which.
+
+    Args:
+        model: a trained UNet, e.g. from :func:`unetlib.evaluation.load_model`.
+        inputs: NIfTI files, or folders whose ``.nii``/``.nii.gz`` files are all predicted.
+        out: the folder for the outputs; created if missing. It must not lie inside a dataset's
+            ``keras_slices_*`` folders.
+        probabilities: also write the class probabilities as ``…_prob.nii.gz``.
+        overwrite: replace existing output files (otherwise they stop the command).
+        batch_size: slices per forward pass.
+
+    Returns:
+        The label files written, in input order (the probability files are not listed).
+
+    Raises:
+        DataError: an input is neither a NIfTI file nor a folder holding some, two inputs share
+            an output name, ``out`` lies inside a dataset folder, outputs already exist without
+            ``overwrite``, or an input cannot be read.
     """
     files = _inputs(inputs)
     out = Path(out)

@@ -62,13 +62,26 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 
 def run_dir(config: Config, variant: str | None = None) -> Path:
     """The default folder of a preset's run, ``runs/PRESET``, or of a variant of it (an
-    experiment with other settings), ``runs/PRESET-VARIANT``."""
+    experiment with other settings), ``runs/PRESET-VARIANT``.
+
+    Args:
+        config: the run's config; only its ``preset`` names the folder.
+        variant: a short name for the experiment, e.g. ``"bilinear"``; None for the preset's own run.
+    """
     return RUNS_DIR / (config.preset if variant is None else f"{config.preset}-{variant}")
 
 
 @dataclass
 class TrainResult:
-    """Where a run's files are, and its per-epoch history."""
+    """Where a run's files are, and its per-epoch history.
+
+    Attributes:
+        out: the run folder.
+        model_path: the best model, ``OUT/model.keras``.
+        history: one list per ``history.csv`` column (``epoch``, ``loss``, ``val_foreground_dice``, ...),
+            one float per finished epoch.
+        reused: True when a finished run was returned without training (``reuse=True``).
+    """
 
     out: Path
     model_path: Path
@@ -102,6 +115,12 @@ class RunState(keras.callbacks.Callback):
     ``model.keras`` (a resumed run finishes that step too).
 
     An epoch whose loss or weights are not finite is not committed, its model never kept.
+
+    Args:
+        out: the run folder.
+        patience: epochs without improvement of :data:`MONITOR` before training stops.
+        state: the committed state to continue from, as :meth:`load` returns it.
+        rows: the history rows committed so far, as :meth:`load` returns them; appended to.
     """
 
     def __init__(self, out: Path, patience: int, state: dict, rows: list[dict[str, float]]):
@@ -114,7 +133,16 @@ class RunState(keras.callbacks.Callback):
     @staticmethod
     def load(out: Path) -> tuple[dict, list[dict[str, float]]]:
         """The committed state of an unfinished run in ``out`` and its history rows (a fresh
-        state and no rows when nothing was committed); finishes an interrupted promotion."""
+        state and no rows when nothing was committed); finishes an interrupted promotion.
+
+        Args:
+            out: the run folder.
+
+        Returns:
+            ``(state, rows)``: ``state`` has keys ``epoch`` (epochs committed), ``weights`` (file
+            name in ``backup/`` or None), ``best``, ``best_epoch``, ``wait`` and ``seconds``;
+            ``rows`` holds one dict of floats per committed epoch.
+        """
         fresh = {"epoch": 0, "weights": None, "best": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
         try:
             state = {**fresh, **json.loads((out / "backup" / "state.json").read_text())}
@@ -167,7 +195,16 @@ class RunState(keras.callbacks.Callback):
 def snapshot_indices(labels: np.ndarray, count: int = 3) -> np.ndarray:
     """``count`` fixed slices to watch during training: among the slices showing prostate, those
     at evenly spaced ranks of prostate area, from the largest gland section to a small one
-    (none when no slice shows prostate)."""
+    (none when no slice shows prostate).
+
+    Args:
+        labels: class indices ``(N, H, W)`` of a split.
+        count: number of slices to pick.
+
+    Returns:
+        Up to ``count`` int indices into ``labels``, largest prostate section first (empty when no
+        slice shows prostate; repeated when fewer slices than ``count`` do).
+    """
     area = (labels == PROSTATE).sum(axis=(1, 2))
     with_prostate = np.flatnonzero(area)
     if len(with_prostate) == 0:
@@ -179,7 +216,14 @@ def snapshot_indices(labels: np.ndarray, count: int = 3) -> np.ndarray:
 class EpochSnapshots(keras.callbacks.Callback):
     """After each epoch, draw the model's predictions on a few fixed slices (with their ground
     truth) into ``folder/epoch_NNN.png``: the same slices, epoch after epoch, show what the
-    numbers in history.csv mean. Each file is written atomically."""
+    numbers in history.csv mean. Each file is written atomically.
+
+    Args:
+        folder: where the PNG files go; created when the first is written.
+        images: the watched slices ``(K, 256, 128, 1)``, float32, z-scored.
+        labels: their true class indices ``(K, 256, 128)``.
+        keys: their slice keys, used as titles.
+    """
 
     def __init__(self, folder: Path, images: np.ndarray, labels: np.ndarray, keys: list[str]):
         super().__init__()
@@ -199,7 +243,12 @@ class EpochSnapshots(keras.callbacks.Callback):
 
 
 def save_figure(figure, path: Path) -> None:
-    """Save a matplotlib figure as PNG, atomically."""
+    """Save a matplotlib figure as PNG, atomically.
+
+    Args:
+        figure: a matplotlib figure; it is not closed.
+        path: the ``.png`` file to write, at 100 dpi; its folder must exist.
+    """
     with atomic_path(path) as partial:
         figure.savefig(partial, dpi=100, bbox_inches="tight")
 
@@ -209,6 +258,10 @@ class TimeBudget(keras.callbacks.Callback):
 
     Keras still validates the shortened epoch, so the checkpoint sees the final weights. A
     resumed run passes the seconds it used before, so the budget covers the whole run.
+
+    Args:
+        minutes: the whole run's budget of wall time.
+        used_seconds: seconds the run already used before this process started.
     """
 
     def __init__(self, minutes: float, used_seconds: float = 0.0):
@@ -227,7 +280,11 @@ class TimeBudget(keras.callbacks.Callback):
 @contextmanager
 def precision_policy(precision: str):
     """Run the enclosed Keras work under a precision policy (``"auto"``: this machine's
-    :func:`~unetlib.backend.default_precision`), then return to float32."""
+    :func:`~unetlib.backend.default_precision`), then return to float32.
+
+    Args:
+        precision: ``"auto"``, ``"float32"`` or ``"mixed_bfloat16"``.
+    """
     keras.mixed_precision.set_global_policy(resolve_precision(precision))
     try:
         yield
@@ -237,7 +294,18 @@ def precision_policy(precision: str):
 
 def compile_model(config: Config, model: keras.Model | None = None) -> keras.Model:
     """Compile ``model`` (by default the UNet ``config`` describes) with the config's loss,
-    Adam and Dice metrics."""
+    Adam and Dice metrics.
+
+    Args:
+        config: gives the loss, class weights and learning rate (and the UNet when ``model`` is None).
+        model: the Keras model to compile; None builds :func:`~unetlib.model.build_from_config`'s.
+
+    Returns:
+        The compiled model, with metrics ``foreground_dice`` (classes 1..5) and ``prostate_dice``.
+
+    Raises:
+        ValueError: the config names an unknown loss.
+    """
     model = build_from_config(config) if model is None else model
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -255,7 +323,16 @@ def _subset(count: int, limit: int | None) -> np.ndarray:
 
 
 def training_indices(labels: np.ndarray, limit: int | None, prostate_oversampling: int) -> np.ndarray:
-    """Training slice indices, with slices containing prostate repeated ``prostate_oversampling`` times."""
+    """Training slice indices, with slices containing prostate repeated ``prostate_oversampling`` times.
+
+    Args:
+        labels: class indices ``(N, H, W)`` of the training split.
+        limit: use only this many slices, evenly spread over the split; None uses all.
+        prostate_oversampling: how many times each slice with prostate appears (1: once).
+
+    Returns:
+        int indices into ``labels``: the chosen slices, then the prostate slices' extra copies.
+    """
     chosen = _subset(len(labels), limit)
     # Slice by slice: a whole-split comparison would briefly need a second split-sized array.
     has_prostate = np.array([np.any(labels[index] == PROSTATE) for index in chosen], dtype=bool)
@@ -263,7 +340,12 @@ def training_indices(labels: np.ndarray, limit: int | None, prostate_oversamplin
 
 
 def is_complete(out: Path | str, config: Config) -> bool:
-    """True when ``out`` holds a finished run of exactly this config (safe to reuse)."""
+    """True when ``out`` holds a finished run of exactly this config (safe to reuse).
+
+    Args:
+        out: the run folder.
+        config: the config the run must have used (compared with ``OUT/config.json``).
+    """
     out = Path(out)
     try:
         return (out / "model.keras").is_file() and Config.load(out / "config.json") == config and (out / "complete.json").is_file()
@@ -282,6 +364,20 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
     ``out`` is an error rather than being overwritten, and so is a folder another run is
     training in. A loss or weights that become NaN or infinite raise :class:`TrainingError`.
     ``callbacks`` are extra Keras callbacks, run after the kit's own.
+
+    Args:
+        config: what to train (model, loss, data root, epochs, budget, seed, ...).
+        out: the run folder, created if missing (e.g. :func:`run_dir`'s).
+        reuse: return a finished run of the same config in ``out`` instead of refusing.
+        verbose: Keras' ``fit`` verbosity: ``"auto"``, 0 (silent), 1 (progress bar) or 2 (a line per epoch).
+        callbacks: extra Keras callbacks, or None.
+
+    Raises:
+        FileExistsError: ``out`` holds a finished run of this config and ``reuse`` is False, a run
+            of a different config, or a run that is training now.
+        DataError: the data root or a split cannot be used.
+        TrainingError: the loss or weights became NaN or infinite, or no epoch reached a finite
+            validation score.
     """
     out = Path(out)
     if is_complete(out, config):
@@ -449,7 +545,14 @@ def _read_history(path: Path) -> dict[str, list[float]]:
 
 
 def measure_training_speed(config: Config, images: np.ndarray, labels: np.ndarray, steps: int = 2) -> float:
-    """Training throughput (slices/s) of ``config``'s model on one batch, after a warm-up step."""
+    """Training throughput (slices/s) of ``config``'s model on one batch, after a warm-up step.
+
+    Args:
+        config: gives the model, loss, batch size and precision.
+        images: z-scored slices ``(N, 256, 128, 1)``; the first ``batch_size`` are used.
+        labels: their class indices ``(N, 256, 128)``.
+        steps: timed training steps after the warm-up.
+    """
     with precision_policy(config.precision):
         model = compile_model(config)
         batch = min(config.batch_size, len(images))

@@ -22,7 +22,17 @@ FOREGROUND = tuple(range(1, len(LABELS)))
 def draw(ax, array: np.ndarray, **imshow_options):
     """Show a slice ``[256, S]`` (or an RGBA overlay made by :func:`label_overlay`) as a
     coronal view: left-right across — the patient's right on the viewer's left, as
-    radiologists read — and superior at the top."""
+    radiologists read — and superior at the top.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        array: a slice ``(256, S)`` or ``(256, S, 1)`` (left-right first, then inferior→superior),
+            or an RGBA overlay ``(S, 256, 4)`` already in display orientation.
+        **imshow_options: passed to ``ax.imshow`` (e.g. ``cmap="gray"``, ``vmin``, ``vmax``).
+
+    Returns:
+        The ``AxesImage`` that ``imshow`` made (e.g. for a colour bar).
+    """
     array = np.squeeze(array)
     return ax.imshow(array if array.ndim == 3 else array.T, origin="lower", **imshow_options)
 
@@ -33,6 +43,14 @@ def label_overlay(labels: np.ndarray, classes=FOREGROUND, alpha: float = 0.45) -
 
     Pixels of the listed classes get their class colour at opacity ``alpha``; all others
     stay transparent.
+
+    Args:
+        labels: class indices ``(256, S)`` of one slice.
+        classes: the class indices to colour; by default the foreground, 1..5.
+        alpha: opacity of the coloured pixels, 0 (invisible) to 1 (opaque).
+
+    Returns:
+        A float64 array ``(S, 256, 4)`` of RGBA values in [0, 1].
     """
     rgba = np.zeros((*labels.T.shape, 4))
     for c in classes:
@@ -46,6 +64,13 @@ def plot_history(history: dict[str, list[float]], validation_every: int = 1):
     ``history`` is a run's history (``TrainResult.history``, numbered by its ``epoch`` column) or
     the dict ``model.fit`` returns; ``validation_every`` is the ``validation_freq`` it ran with.
     Epochs are drawn counting from 1.
+
+    Args:
+        history: lists of floats by metric name (``loss``, ``val_loss``, ``foreground_dice``, ...).
+        validation_every: epochs between validations (1: every epoch).
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -71,12 +96,27 @@ def plot_history(history: dict[str, list[float]], validation_every: int = 1):
 
 
 def legend_handles(classes=FOREGROUND) -> list[Patch]:
-    """Legend patches naming each class in its overlay colour."""
+    """Legend patches naming each class in its overlay colour.
+
+    Args:
+        classes: the class indices to list; by default the foreground, 1..5.
+    """
     return [Patch(color=LABEL_COLOURS[LABELS[c]], label=LABELS[c]) for c in classes]
 
 
 def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, alpha: float = 0.45, title: str = ""):
-    """Draw one coronal slice (see :func:`draw`) with a label overlay."""
+    """Draw one coronal slice (see :func:`draw`) with a label overlay.
+
+    Args:
+        image: the slice ``(256, S)`` or ``(256, S, 1)``, drawn in grey.
+        labels: class indices ``(256, S)`` to overlay, or None for the image alone.
+        ax: the axes to draw on; None makes a new 6×3.2-inch figure.
+        alpha: opacity of the overlay, 0 to 1.
+        title: the axes' title.
+
+    Returns:
+        The axes drawn on.
+    """
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
     draw(ax, image, cmap="gray")
     if labels is not None:
@@ -88,7 +128,14 @@ def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, 
 
 
 def plot_class_frequencies(labels: np.ndarray):
-    """Share of voxels per class (log scale) and share of slices containing each class."""
+    """Share of voxels per class (log scale) and share of slices containing each class.
+
+    Args:
+        labels: class indices ``(N, H, W)`` of a split.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     present = np.array([np.any(labels == c, axis=(1, 2)).mean() for c in range(len(LABELS))])
     colours = ["#555555"] + [LABEL_COLOURS[n] for n in LABELS[1:]]
@@ -104,7 +151,16 @@ def plot_class_frequencies(labels: np.ndarray):
 
 
 def plot_intensity_histograms(images: np.ndarray, labels: np.ndarray, bins: int = 120):
-    """Normalised intensity distribution of each class: overlap means a threshold cannot separate them."""
+    """Normalised intensity distribution of each class: overlap means a threshold cannot separate them.
+
+    Args:
+        images: z-scored slices ``(N, H, W, 1)``.
+        labels: their class indices ``(N, H, W)``.
+        bins: number of bin edges, evenly spaced between the 0.5th and 99.8th intensity percentile.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     fig, ax = plt.subplots(figsize=(9, 3.6))
     values = images[..., 0]
     edges = np.linspace(*np.percentile(values, [0.5, 99.8]), bins)
@@ -118,7 +174,16 @@ def plot_intensity_histograms(images: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def show_feature_maps(image: np.ndarray, maps: np.ndarray, titles: list[str]):
-    """The input slice next to feature maps ``[H, W, K]`` (e.g. after a 3×3 conv + ReLU)."""
+    """The input slice next to feature maps ``[H, W, K]`` (e.g. after a 3×3 conv + ReLU).
+
+    Args:
+        image: the input slice ``(H, W)`` or ``(H, W, 1)``.
+        maps: the K feature maps ``(H, W, K)``, each drawn with its own colour range.
+        titles: one title per map.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     count = maps.shape[-1] + 1
     fig, axes = plt.subplots(1, count, figsize=(3.1 * count, 2.1))
     draw(axes[0], image, cmap="gray")
@@ -133,7 +198,15 @@ def show_feature_maps(image: np.ndarray, maps: np.ndarray, titles: list[str]):
 
 
 def plot_unet_diagram(features: tuple[int, ...], input_shape: tuple[int, int] = (256, 128)):
-    """A U-shaped block diagram: one box per level (filters, resolution), skips across."""
+    """A U-shaped block diagram: one box per level (filters, resolution), skips across.
+
+    Args:
+        features: filters per encoder level, the bridge last (a config's ``features``).
+        input_shape: ``(height, width)`` of the input slice, halved at each level.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     depth = len(features) - 1
     fig, ax = plt.subplots(figsize=(11, 4.6))
     height, width = input_shape
@@ -168,7 +241,14 @@ def plot_unet_diagram(features: tuple[int, ...], input_shape: tuple[int, int] = 
 
 
 def plot_confusion(matrix: np.ndarray):
-    """Row-normalised confusion matrix: where does each true class end up?"""
+    """Row-normalised confusion matrix: where does each true class end up?
+
+    Args:
+        matrix: voxel counts ``(6, 6)``, ``[true, predicted]`` (e.g. ``EvaluationReport.confusion``).
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
@@ -186,7 +266,18 @@ def plot_confusion(matrix: np.ndarray):
 
 
 def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], columns: int = 4, alpha: float = 0.45):
-    """A grid of slices with their label overlays (e.g. augmented copies, worst cases)."""
+    """A grid of slices with their label overlays (e.g. augmented copies, worst cases).
+
+    Args:
+        images: slices ``(N, H, W, 1)``.
+        labels: class indices ``(N, H, W)`` to overlay.
+        titles: one title per slice.
+        columns: slices per row.
+        alpha: opacity of the overlays, 0 to 1.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     rows = int(np.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
@@ -199,7 +290,17 @@ def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], column
     return fig
 
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, titles: list[str]):
-    """Ground truth (top row) above prediction (bottom row) for each slice, one column per slice."""
+    """Ground truth (top row) above prediction (bottom row) for each slice, one column per slice.
+
+    Args:
+        images: slices ``(K, H, W, 1)``.
+        labels: their true class indices ``(K, H, W)``.
+        predictions: predicted class indices ``(K, H, W)``.
+        titles: one title per slice, e.g. its key.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     count = len(images)
     return show_pairs(np.concatenate([images, images]), np.concatenate([labels, predictions]),
                       [f"truth {t}" for t in titles] + ["prediction"] * count, columns=count)
@@ -207,7 +308,18 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
 
 def show_snapshots(folder, epochs: list[int] | None = None):
     """Stack the per-epoch prediction figures a run wrote to ``folder`` (``epoch_NNN.png``):
-    by default the first, a middle and the last epoch."""
+    by default the first, a middle and the last epoch.
+
+    Args:
+        folder: a run's ``snapshots`` folder.
+        epochs: epoch numbers as in the file names (counting from 1), or None.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no snapshots, or none for an epoch asked for.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     from pathlib import Path
 
     files = sorted(Path(folder).glob("epoch_*.png"))
@@ -233,7 +345,15 @@ def show_snapshots(folder, epochs: list[int] | None = None):
 
 def show_probability_maps(image: np.ndarray, probabilities: np.ndarray):
     """The slice, the network's softmax output ``[H, W, 6]`` as one probability map per class,
-    and the label map they give (each pixel's most probable class), two panels a row."""
+    and the label map they give (each pixel's most probable class), two panels a row.
+
+    Args:
+        image: the slice ``(H, W)`` or ``(H, W, 1)``.
+        probabilities: the model's softmax output for it, ``(H, W, 6)``.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     fig, axes = plt.subplots(4, 2, figsize=(10, 10.5), layout="constrained")
     axes = axes.ravel()
     draw(axes[0], image, cmap="gray")
@@ -252,7 +372,18 @@ def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: 
                            spacing: tuple[float, float], margin: int = 12):
     """What HD95 measures on one slice: the true and predicted borders (left, zoomed on the
     organ) and the distances from each border pixel to the other border, with the 95th
-    percentile of each direction and their maximum, the HD95 (right)."""
+    percentile of each direction and their maximum, the HD95 (right).
+
+    Args:
+        image: the slice ``(H, W)`` or ``(H, W, 1)``.
+        true_mask: the true organ, a boolean ``(H, W)`` array; not empty.
+        pred_mask: the predicted organ, a boolean ``(H, W)`` array; not empty.
+        spacing: pixel size in mm along rows and columns.
+        margin: pixels shown around the organ in the zoomed view.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close`` when drawing many).
+    """
     from unetlib.metrics import hausdorff95, surface_distances
 
     pred_to_true, true_to_pred = surface_distances(true_mask, pred_mask, spacing)
@@ -309,6 +440,14 @@ class SliceViewer:
     Each frame is drawn to PNG and shown in an ``ipywidgets.Image``, so the viewer works
     live in JupyterLab and, where widgets are not live (GitHub, nbconvert HTML, a stored
     notebook), the last frame still shows as a static image.
+
+    Args:
+        images: slices ``(N, H, W, 1)``.
+        labels: true class indices ``(N, H, W)``, or None.
+        predictions: predicted class indices ``(N, H, W)``, or None.
+        keys: N slice keys, or None to name them ``slice 0``, ``slice 1``, ... in one group.
+        title: put before each frame's key in its title.
+        width: width of the shown frame in screen pixels.
     """
 
     def __init__(self, images, labels=None, predictions=None, keys=None, *, title: str = "", width: int = 860):

@@ -40,11 +40,21 @@ USUAL_SPACING, SPACING_RANGE = 1.68, (1.41, 1.88)
 
 @dataclass(frozen=True)
 class PhantomSize:
-    """How many weeks each case of a split has (every case-week gives 60 slices)."""
+    """How many weeks each case of a split has (every case-week gives 60 slices).
+
+    Attributes:
+        weeks_per_case: for each split (``"train"``, ``"validate"``, ``"test"``), one number of
+            weeks per case, e.g. ``{"train": (2, 1), ...}``: two cases, with 2 and 1 weeks.
+    """
 
     weeks_per_case: dict[str, tuple[int, ...]]
 
     def count(self, split: str) -> int:
+        """Number of slices the split gets: 60 per case-week.
+
+        Args:
+            split: ``"train"``, ``"validate"`` or ``"test"``.
+        """
         return SLICES_PER_VOLUME * sum(self.weeks_per_case[split])
 
 
@@ -124,7 +134,17 @@ class CaseWeekSlices:
 
 
 def render_case_week(seed: int, case: int, week: int) -> CaseWeekSlices:
-    """Build one case-week's pelvis and cut it into its 60 coronal slices."""
+    """Build one case-week's pelvis and cut it into its 60 coronal slices.
+
+    Args:
+        seed: the phantom's seed; with ``case`` and ``week`` it fixes every random choice.
+        case: the case (patient) number, e.g. 19.
+        week: the week of that case, from 0.
+
+    Returns:
+        The slices as arrays ``(60, 256, S)`` (S = 128, or 144 for case 19 week 1): float32 image
+        intensities, the rater's uint8 masks and the true uint8 labels, and the acquisition geometry.
+    """
     acquisition = Acquisition.draw(seed, case, week)
     pelvis = Pelvis(seed, case, week)
     axes = acquisition.axes()
@@ -241,6 +261,19 @@ def generate_phantom(
     until the new one is ready. An existing non-empty ``out`` is an error unless
     ``overwrite`` is set, and even then if it holds anything a phantom write did not put there.
     Worker processes end with the process that started them.
+
+    Args:
+        out: the data root to create.
+        size: ``"tiny"`` (300 slices), ``"small"`` (3,000) or ``"full"`` (12,660, the real dataset's counts).
+        seed: the random seed; the same seed writes the same bytes, whatever ``workers`` is.
+        workers: processes rendering case-weeks in parallel; None: one per core; 1: all in this process.
+        overwrite: replace an existing phantom in ``out``.
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: ``size`` is not one of :data:`SIZES`.
+        FileExistsError: ``out`` is a file, or a non-empty folder without ``overwrite``, or holds
+            something a phantom write did not put there.
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; expected one of {', '.join(SIZES)}")
