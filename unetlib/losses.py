@@ -19,8 +19,25 @@ __all__ = ["EPSILON", "CrossEntropy", "SoftDice", "DiceCrossEntropy", "get_loss"
 EPSILON = 1e-6
 
 
+class _BatchLoss(keras.losses.Loss):
+    """A loss computed over a whole batch at once: one number, not one per slice.
+
+    Under ``tf.distribute`` every replica computes the loss on its part of the global batch, and
+    the replicas' gradients are added up; so each replica must contribute its loss divided by
+    the number of replicas, for the sum to be their mean. Keras does that itself for losses
+    with one value per slice, not for a single number; this class does it (and Keras reports
+    the undivided mean in the logs).
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        import tensorflow as tf
+
+        loss = super().__call__(y_true, y_pred, sample_weight)
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
 @keras.saving.register_keras_serializable(package="unetlib")
-class CrossEntropy(keras.losses.Loss):
+class CrossEntropy(_BatchLoss):
     """Categorical cross-entropy on integer labels, optionally weighted per class.
 
     Equivalent to one-hot categorical cross-entropy, without one-hot arrays: the
@@ -59,7 +76,7 @@ class CrossEntropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="unetlib")
-class SoftDice(keras.losses.Loss):
+class SoftDice(_BatchLoss):
     """1 − mean soft Dice over the foreground classes, pooled over the whole batch.
 
     Pooling over the batch (as nnU-Net does) keeps the loss defined when a class, like the
@@ -99,7 +116,7 @@ class SoftDice(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="unetlib")
-class DiceCrossEntropy(keras.losses.Loss):
+class DiceCrossEntropy(_BatchLoss):
     """Soft Dice + cross-entropy (the nnU-Net default): Dice copes with imbalance, CE with calibration.
 
     Args:
