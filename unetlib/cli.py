@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from unetlib.layout import SPLITS
-from unetlib.errors import DataError, TrainingError
+from unetlib.errors import DataError, DistributeError, TrainingError
 from unetlib.phantom import SIZES
 
 __all__ = ["DESCRIPTION", "positive_int", "positive_float", "feature_list", "fraction",
@@ -103,7 +103,7 @@ def or_none(kind):
 CONFIG_FLAG_TYPES = {
     "data": dict(type=Path, metavar="ROOT"),
     "features": dict(type=feature_list, metavar="F1,F2,..."),
-    "normalisation": {}, "upsampling": {}, "loss": {}, "precision": {},  # choices: unetlib.config.CHOICES
+    "normalisation": {}, "upsampling": {}, "loss": {}, "precision": {}, "distribute": {},  # choices: unetlib.config.CHOICES
     "dropout": dict(type=fraction),
     "class_weights": dict(type=or_none(weight_list), metavar="W0,...,W5|none"),
     "learning_rate": dict(type=positive_float),
@@ -205,6 +205,12 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, out, reuse=args.reuse, verbose="auto" if sys.stdout.isatty() else 2)
     if result.reused:
         print(f"Reusing the finished run of this config in {out}")
+    if result.replicas and result.replicas > 1:
+        print(f"Trained on {result.replicas} replicas ({config.distribute}): "
+              f"{config.batch_size * result.replicas} slices per step")
+    if not result.chief:
+        print(f"This worker's part is done; the chief writes the run to {out}")
+        return 0
     print(f"Model: {result.model_path}")
     print(f"History: {out / 'history.csv'}  Curves: {out / 'curves.png'}")
     return 0
@@ -283,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
-    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None,
-                       metavar="{" + ",".join(PRESETS) + "}",
+    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None, metavar="{" + ",".join(PRESETS) + "}",
                        help="original: the course's original recipe (formerly 'seed'); quick: our laptop default (10 min budget); "
                        "smoke: seconds, for tests; full: a long run (default: UNETLIB_PROFILE when set, else quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.run(args)
-    except (DataError, FileExistsError, FileNotFoundError) as exc:
+    except (DataError, DistributeError, FileExistsError, FileNotFoundError) as exc:
         print(f"unetlib {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingError as exc:  # the run itself failed: not a usage problem

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from unetlib.files import write_atomic
 
-__all__ = ["LOSSES", "NORMALISATIONS", "UPSAMPLINGS", "PRECISIONS", "CHOICES", "Config", "PRESETS",
+__all__ = ["LOSSES", "NORMALISATIONS", "UPSAMPLINGS", "PRECISIONS", "DISTRIBUTIONS", "CHOICES", "Config", "PRESETS",
            "PRESET_ALIASES", "make_config", "default_preset"]
 
 
@@ -23,8 +23,10 @@ LOSSES = ("ce", "dice", "dice_ce")
 NORMALISATIONS = ("batch", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 CHOICES: dict[str, tuple[str, ...]] = {
-    "normalisation": NORMALISATIONS, "upsampling": UPSAMPLINGS, "loss": LOSSES, "precision": PRECISIONS}
+    "normalisation": NORMALISATIONS, "upsampling": UPSAMPLINGS, "loss": LOSSES, "precision": PRECISIONS,
+    "distribute": DISTRIBUTIONS}
 """The allowed values of each config field that names a choice: the one list the config, the
 model, the losses and the CLI all use."""
 
@@ -44,7 +46,10 @@ class Config:
         class_weights: optional per-class weights for the cross-entropy term.
         learning_rate: Adam step size.
         epochs: maximum number of passes over the training slices.
-        batch_size: slices per step.
+        batch_size: slices per step on each replica; with several replicas (``distribute``) a
+            step trains on batch_size × replicas slices and an epoch has that many times fewer
+            steps. The learning rate is not scaled with it: for a much larger global batch,
+            scale it yourself (the linear scaling rule: × replicas, best with a warm-up).
         augment: random flips, small rotations/scaling and intensity jitter in training.
         prostate_oversampling: training slices containing prostate are drawn this many times
             as often as the others (1: no oversampling), so the rare class gets more gradient
@@ -56,6 +61,10 @@ class Config:
         max_train_slices: use only this many training slices (None: all) — for smoke runs.
         max_minutes: stop training after this much wall time (None: no limit).
         patience: early stopping after this many epochs without validation improvement.
+        distribute: ``"none"`` (one device), ``"mirrored"`` (every GPU of this machine, or
+            ``UNETLIB_CPU_REPLICAS`` logical CPU devices where there is none) or
+            ``"multiworker"`` (several processes or machines, from ``TF_CONFIG`` or Slurm's
+            environment): see :mod:`unetlib.distribute`.
     """
 
     preset: str = "quick"
@@ -76,6 +85,7 @@ class Config:
     max_train_slices: int | None = None
     max_minutes: float | None = None
     patience: int = 10
+    distribute: str = "none"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -28,8 +28,11 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ import numpy as np
 
 from unetlib.config import Config
 from unetlib.data import PROJECT_ROOT, load_split, resolve_data_root
+from unetlib.distribute import Placement, make_placement
 from unetlib.errors import TrainingError
 from unetlib.files import atomic_path, write_atomic
 from unetlib.labels import NUM_CLASSES, PROSTATE
@@ -81,12 +85,16 @@ class TrainResult:
         history: one list per ``history.csv`` column (``epoch``, ``loss``, ``val_foreground_dice``, ...),
             one float per finished epoch.
         reused: True when a finished run was returned without training (``reuse=True``).
+        replicas: model copies that trained in step (``distribute``); None for a reused run.
+        chief: False in a worker process other than the chief, which wrote none of these files.
     """
 
     out: Path
     model_path: Path
     history: dict[str, list[float]]
     reused: bool = False
+    replicas: int | None = None
+    chief: bool = True
 
 
 def _history_csv(rows: list[dict[str, float]]) -> str:
@@ -234,7 +242,7 @@ class EpochSnapshots(keras.callbacks.Callback):
 
         from unetlib.viz import plot_predictions
 
-        predictions = np.asarray(self.model.predict(self.images, verbose=0)).argmax(axis=-1)
+        predictions = np.asarray(self.model(self.images, training=False)).argmax(axis=-1)
         figure = plot_predictions(self.images, self.labels, predictions, self.keys)
         figure.suptitle(f"epoch {epoch + 1}", x=0.01, ha="left", fontsize=10)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -262,18 +270,24 @@ class TimeBudget(keras.callbacks.Callback):
     Args:
         minutes: the whole run's budget of wall time.
         used_seconds: seconds the run already used before this process started.
+        placement: where the run trains; with several workers, all stop at the same step, as
+            soon as the first of them is over the budget.
     """
 
-    def __init__(self, minutes: float, used_seconds: float = 0.0):
+    def __init__(self, minutes: float, used_seconds: float = 0.0, placement: Placement | None = None):
         super().__init__()
         self.seconds = minutes * 60 - used_seconds  # a resumed run has used some already
         self.start = time.monotonic()
+        self.placement = placement
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        over = time.monotonic() - self.start >= self.seconds
+        if self.placement is not None:  # workers' clocks differ: all stop when the first is over
+            over = self.placement.any_worker(over)
+        if over:
             self.model.stop_training = True
 
 
@@ -365,6 +379,12 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
     training in. A loss or weights that become NaN or infinite raise :class:`TrainingError`.
     ``callbacks`` are extra Keras callbacks, run after the kit's own.
 
+    With ``config.distribute`` set, the run trains on several devices or workers
+    (:mod:`unetlib.distribute`). Only the chief (worker 0) writes ``out``; every other worker
+    keeps the same state in a temporary folder, removed when it is done, and starts from a copy
+    of the chief's last commit in ``out``, which must therefore be on a filesystem every worker
+    sees. A worker returns the chief's paths and its own copy of the history.
+
     Args:
         config: what to train (model, loss, data root, epochs, budget, seed, ...).
         out: the run folder, created if missing (e.g. :func:`run_dir`'s).
@@ -376,6 +396,7 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         FileExistsError: ``out`` holds a finished run of this config and ``reuse`` is False, a run
             of a different config, or a run that is training now.
         DataError: the data root or a split cannot be used.
+        DistributeError: the ``distribute`` setting cannot be set up here (see :mod:`unetlib.distribute`).
         TrainingError: the loss or weights became NaN or infinite, or no epoch reached a finite
             validation score.
     """
@@ -384,33 +405,64 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         if reuse:
             return TrainResult(out, out / "model.keras", _read_history(out / "history.csv"), reused=True)
         raise FileExistsError(f"{out}: holds a finished run of this config; reuse it (--reuse) or choose another --out")
+    placement = make_placement(config.distribute)  # first: devices and clusters are set up before TensorFlow runs
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.precision):
-        datasets = _datasets(config)  # bad data fails here, before anything is written
-        with _claim(out):
-            state, rows = _prepare_run_folder(out, config)
-            model = compile_model(config)
-            run_state = RunState(out, config.patience, state, rows)
-            if state["weights"]:
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(out / "backup" / state["weights"])
-            run_callbacks = [run_state, keras.callbacks.TerminateOnNaN()]
-            if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
-                run_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
-            if config.max_minutes:
-                run_callbacks.append(TimeBudget(config.max_minutes, used_seconds=state["seconds"]))
-            run_callbacks += list(callbacks or [])
-            time_left = not config.max_minutes or state["seconds"] < config.max_minutes * 60
-            if state["epoch"] < config.epochs and state["wait"] < config.patience and time_left:  # else: killed while finishing
-                model.fit(datasets.train, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
-                          epochs=config.epochs, validation_data=datasets.validate, callbacks=run_callbacks,
-                          verbose=verbose, shuffle=False)  # the dataset shuffles itself, reproducibly
-            if run_state.nonfinite_epoch is not None:
-                kept = f"{out / 'model.keras'} is from the last good epoch" if (out / "model.keras").is_file() else "no model was saved"
-                raise TrainingError(
-                    f"{out}: the loss or the weights became NaN or infinite in epoch {run_state.nonfinite_epoch + 1}; "
-                    f"that epoch was not kept ({kept}). Check the data (unetlib check-data) or lower the learning rate.")
-            return _finish(out, config, datasets.root, run_state)
+        datasets = _datasets(config, placement.replicas)  # bad data fails here, before anything is written
+        # Only the chief writes the run's files; every other worker keeps its copy of the same
+        # state in a temporary folder, removed when it is done.
+        folder = out if placement.is_chief else _worker_folder(out, placement.worker_index)
+        try:
+            with _claim(folder), placement.strategy.scope():
+                result = _fit(config, folder, datasets, placement, verbose, callbacks)
+        finally:
+            if not placement.is_chief:
+                shutil.rmtree(folder, ignore_errors=True)
+        return dataclasses.replace(result, out=out, model_path=out / "model.keras", replicas=placement.replicas,
+                                   chief=placement.is_chief)
+
+
+def _fit(config: Config, out: Path, datasets: "_Datasets", placement, verbose, callbacks) -> TrainResult:
+    """Build the model (from the last committed epoch, if any), train it and finish the run."""
+    state, rows = _prepare_run_folder(out, config)
+    model = compile_model(config)
+    run_state = RunState(out, config.patience, state, rows)
+    if state["weights"]:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(out / "backup" / state["weights"])
+    run_callbacks = [run_state, keras.callbacks.TerminateOnNaN()]
+    if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
+        run_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
+    if config.max_minutes:
+        run_callbacks.append(TimeBudget(config.max_minutes, used_seconds=state["seconds"], placement=placement))
+    run_callbacks += list(callbacks or [])
+    time_left = not config.max_minutes or state["seconds"] < config.max_minutes * 60
+    if state["epoch"] < config.epochs and state["wait"] < config.patience and time_left:  # else: killed while finishing
+        model.fit(datasets.train, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
+                  epochs=config.epochs, validation_data=datasets.validate, callbacks=run_callbacks,
+                  verbose=verbose, shuffle=False)  # the dataset shuffles itself, reproducibly
+    if run_state.nonfinite_epoch is not None:
+        kept = f"{out / 'model.keras'} is from the last good epoch" if (out / "model.keras").is_file() else "no model was saved"
+        raise TrainingError(
+            f"{out}: the loss or the weights became NaN or infinite in epoch {run_state.nonfinite_epoch + 1}; "
+            f"that epoch was not kept ({kept}). Check the data (unetlib check-data) or lower the learning rate.")
+    return _finish(out, config, datasets.root, run_state)
+
+
+def _worker_folder(out: Path, index: int) -> Path:
+    """A temporary run folder for worker ``index`` (not the chief), holding a copy of the
+    chief's last commit in ``out`` so that every worker resumes from the same epoch. ``out``
+    must be on a filesystem every worker sees (as a cluster's shared home or scratch is)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"unetlib-worker{index}-"))
+    try:
+        state = json.loads((out / "backup" / "state.json").read_text())
+        (folder / "backup").mkdir()
+        for name in ("config.json", "history.csv", f"backup/{state['weights']}", "backup/state.json"):
+            shutil.copyfile(out / name, folder / name)
+    except FileNotFoundError:  # nothing committed yet: the worker starts from scratch, as the chief does
+        shutil.rmtree(folder / "backup", ignore_errors=True)
+        (folder / "history.csv").unlink(missing_ok=True)
+    return folder
 
 
 @dataclass
@@ -422,20 +474,35 @@ class _Datasets:
     watched: tuple
 
 
-def _datasets(config: Config) -> _Datasets:
-    """The training and validation pipelines and the slices the snapshots watch."""
+def _datasets(config: Config, replicas: int = 1) -> _Datasets:
+    """The training and validation pipelines, batched for all ``replicas`` together (the
+    global batch), and the slices the snapshots watch."""
     root = resolve_data_root(config.data)
     train_split = load_split(root, "train")
     validate_split = load_split(root, "validate")
     chosen = training_indices(train_split.labels, config.max_train_slices, config.prostate_oversampling)
     # An epoch is as many slices as the training split has; oversampling changes which
     # slices fill it, not its length (the stream repeats, so none is left out over epochs).
-    epoch_steps = steps_for(len(np.unique(chosen)), config.batch_size)
+    batch = config.batch_size * replicas
+    epoch_steps = steps_for(len(np.unique(chosen)), batch)
     validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
-    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=chosen, shuffle=True,
+    train_data = make_dataset(train_split.images, train_split.labels, batch, indices=chosen, shuffle=True,
                               augment=config.augment, repeat=True, seed=config.seed)
-    validate_data = make_dataset(validate_split.images, validate_split.labels, config.batch_size, indices=validate_chosen)
-    return _Datasets(root, train_data, validate_data, epoch_steps, _snapshot_slices(validate_split))
+    validate_data = make_dataset(validate_split.images, validate_split.labels, batch, indices=validate_chosen)
+    return _Datasets(root, _shard_by_data(train_data), _shard_by_data(validate_data), epoch_steps,
+                     _snapshot_slices(validate_split))
+
+
+def _shard_by_data(dataset):
+    """Several workers split each global batch between them (tf.data's ``DATA`` auto-sharding):
+    every worker runs the same pipeline, with the same shuffle and augmentation seeds, and keeps
+    its own part of each batch. So no two workers ever train on the same augmented slice, and a
+    run on N workers sees exactly the batches a one-device run with the same global batch sees."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 @contextmanager
@@ -479,8 +546,6 @@ def _prepare_run_folder(out: Path, config: Config) -> tuple[dict, list[dict[str,
 
 def _finish(out: Path, config: Config, root: Path, run_state: RunState) -> TrainResult:
     """Draw the curves, write ``complete.json`` and remove the backup."""
-    import shutil
-
     import matplotlib.pyplot as plt
 
     from unetlib.viz import plot_history
