@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import nibabel as nib
@@ -44,3 +45,26 @@ def make_root(root: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], spli
         write_nifti(root / f"keras_slices_{split}" / f"case_{key}.nii.gz", image)
         write_nifti(root / f"keras_slices_seg_{split}" / f"seg_{key}.nii.gz", mask)
     return root
+
+
+def train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: int | None = None) -> Path:
+    """A script that trains ``config_code`` into ``out`` and prints ``finished chief|worker
+    [losses]``; with ``PAUSE=1`` in its environment it sleeps at the start of ``pause_at_epoch``,
+    so a test can kill it at a known point."""
+    script = tmp_path / "train_run.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        import keras
+        from unetlib.config import make_config
+        from unetlib.training import train
+
+        class Pause(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == {pause_at_epoch!r} and os.environ.get("PAUSE") == "1":
+                    print("paused", flush=True)
+                    time.sleep(120)
+
+        result = train({config_code}, {str(out)!r}, verbose=2, callbacks=[Pause()])
+        print("finished", "chief" if result.chief else "worker", result.history["loss"], flush=True)
+    """))
+    return script

@@ -11,13 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from unetlib.evaluation import load_model
+
+from conftest import train_script
 
 TIMEOUT = 240  # seconds any one training process may take before the test gives up on it
 
@@ -82,26 +83,9 @@ def _worker_env(ports: list[int], index: int, tmp: Path) -> dict:
 
 
 def _worker_script(tmp_path: Path, data: Path, out: Path, pause_at_epoch: int | None = None) -> Path:
-    """A worker training the smoke preset (2 epochs) into ``out``; with PAUSE=1 in its environment
-    it sleeps at the start of ``pause_at_epoch``, so the test can kill it there."""
-    script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, time
-        import keras
-        from unetlib.config import make_config
-        from unetlib.training import train
-
-        class Pause(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == {pause_at_epoch!r} and os.environ.get("PAUSE") == "1":
-                    print("paused", flush=True)
-                    time.sleep(120)
-
-        config = make_config("smoke", data={str(data)!r}, epochs=2, distribute="multiworker")
-        result = train(config, {str(out)!r}, verbose=2, callbacks=[Pause()])
-        print("finished", "chief" if result.chief else "worker", result.history["loss"], flush=True)
-    """))
-    return script
+    """A worker training the smoke preset (2 epochs) into ``out``."""
+    return train_script(tmp_path, f"make_config('smoke', data={str(data)!r}, epochs=2, distribute='multiworker')", out,
+                        pause_at_epoch)
 
 
 def _start_workers(script: Path, tmp_path: Path, pause: int | None = None) -> list[subprocess.Popen]:

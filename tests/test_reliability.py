@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from unetlib.phantom import generate_phantom
 from unetlib.prediction import predict_files
 from unetlib.training import train
 
-from conftest import write_nifti
+from conftest import train_script as _train_script, write_nifti
 
 
 # --------------------------------------------------------------------------- helpers
@@ -43,28 +42,6 @@ def _history_epochs(run: Path) -> list[int]:
     lines = (run / "history.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,") and all(not line.startswith("epoch") for line in lines[1:])
     return [int(line.split(",")[0]) for line in lines[1:]]
-
-
-def _train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: int | None = None) -> Path:
-    """A script that trains ``config_code`` into ``out``; it sleeps at the start of
-    ``pause_at_epoch`` so a test can kill it at a known point."""
-    script = tmp_path / "train_run.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, sys, time
-        import keras
-        from unetlib.config import make_config
-        from unetlib.training import train
-
-        class Pause(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == {pause_at_epoch!r} and os.environ.get("PAUSE") == "1":
-                    print("paused", flush=True)
-                    time.sleep(120)
-
-        train({config_code}, {str(out)!r}, verbose=0, callbacks=[Pause()])
-        print("finished", flush=True)
-    """))
-    return script
 
 
 def _run_until_paused(script: Path) -> subprocess.Popen:
