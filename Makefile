@@ -31,7 +31,7 @@ notebooks: $(STAMP)  ## re-run every notebook in place with the default profile,
 	$(BIN)/jupyter nbconvert --coalesce-streams notebooks/0*.ipynb  # progress bars: keep each one's final line
 
 bench: $(STAMP)  ## measure speed and memory on a full-size phantom (several minutes)
-	$(BIN)/python benchmarks/bench.py --size full
+	$(BIN)/python -m benchmarks.bench --size full
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

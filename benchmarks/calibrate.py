@@ -35,7 +35,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import cpu_name
+from bench.common import cpu_name
 
 QUICK_BUDGET = 10.0
 TARGETS = {  # test-split Dice after quick's own 10-minute budget: the real-data range

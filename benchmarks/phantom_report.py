@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import cpu_name
+from bench.common import cpu_name
 
 
 def case_week_figure(root: Path, out: Path) -> None:

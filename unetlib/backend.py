@@ -10,7 +10,7 @@ Modules that need Keras import this module first. Two things happen here:
   bfloat16 natively, and float32 elsewhere (where bfloat16 is emulated and gains nothing).
 
 The environment TensorFlow reads at import (oneDNN kernels on, log level) is set earlier, in
-``unetlib/__init__.py``, which runs before this or any other unetlib module (``benchmarks/bench.py``
+``unetlib/__init__.py``, which runs before this or any other unetlib module (``python -m benchmarks.bench``
 measures what oneDNN gives: "oneDNN off / on").
 """
 
