@@ -10,7 +10,7 @@
 * ``quick`` training in ``model.fit`` fed by the kit's pipeline and by the same pipeline with
   tf.data's autotuning, in alternation;
 * the matrix-product ceiling of this machine in float32 and bfloat16;
-* training throughput of the ``seed`` and ``quick`` presets in float32 and mixed_bfloat16,
+* training throughput of the ``original`` and ``quick`` presets in float32 and mixed_bfloat16,
   as slices/s and as achieved GFLOP/s against that ceiling; ``quick`` with oneDNN off;
 * where a ``quick`` training step spends its time, from the TensorFlow profiler, with the
   convolutions' weight gradients apart from their forward pass and input gradients;
@@ -18,9 +18,15 @@
 * one full-size epoch of ``quick`` (``unetlib`` training as a user runs it): wall time and
   peak resident memory of that process;
 * time-to-Dice: training wall time until validation prostate Dice first reaches 0.75, for
-  ``quick`` and ``seed``, capped at ``--dice-cap-minutes``.
+  ``quick`` and ``original``, capped at ``--dice-cap-minutes``;
+* ``quick`` training in ``model.fit`` on 1 and on 2 logical CPU devices (``--distribute
+  mirrored``), the same global batch, each in fresh processes.
 
-Measurements that depend on process-wide settings (oneDNN on/off, peak memory of a run) run
+``--only distribute`` runs that last family alone (a few minutes; it needs no phantom) and
+writes ``results-distribute.json`` and ``.md``.
+
+Measurements that depend on process-wide settings (oneDNN on/off, peak memory of a run,
+logical devices) run
 in a fresh Python process of this same runner (the ``--child-*`` options).
 """
 
@@ -34,13 +40,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import convergence, data, profile, speed
+from . import convergence, data, distribute, profile, speed
 from .common import Table, cpu_name
 
 
-def run(size: str, cap_minutes: float, out: Path) -> None:
-    """Every family of measurements in turn, on one phantom, into one table."""
+def run(size: str, cap_minutes: float, out: Path, only: str | None = None) -> None:
+    """Every family of measurements in turn, on one phantom, into one table (or only the
+    family ``only``)."""
     table = Table()
+    if only == "distribute":
+        distribute.measure(table)
+        _write(table, out, "results-distribute")  # beside, not over, a full run's results
+        return
     work = Path(tempfile.mkdtemp(prefix="unetlib-bench-"))
     os.environ["UNETLIB_CACHE"] = str(work / "cache")  # children inherit it: they reuse the decode
     try:
@@ -52,12 +63,16 @@ def run(size: str, cap_minutes: float, out: Path) -> None:
         speed.measure_inference(table, split.images)
         del split  # free the train split before the fresh processes load their own
         convergence.measure(table, root, work, cap_minutes)
+        distribute.measure(table)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _write(table, out)
 
+
+def _write(table: Table, out: Path, name: str = "results") -> None:
     machine = f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    table.write(out, machine)
-    print(f"wrote {out / 'results.md'}")
+    table.write(out, machine, name)
+    print(f"wrote {out / (name + '.md')}")
 
 
 def main() -> None:
@@ -67,10 +82,12 @@ def main() -> None:
     parser.add_argument("--dice-cap-minutes", type=float, default=15.0,
                         help="training time after which time-to-Dice reports 'not reached' (default 15)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "results")
+    parser.add_argument("--only", choices=["distribute"], help="run one family of measurements alone")
     children = parser.add_mutually_exclusive_group()
     children.add_argument("--child-speed", nargs=3, metavar=("PRESET", "PRECISION", "STEPS"), help=argparse.SUPPRESS)
     children.add_argument("--child-epoch", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
     children.add_argument("--child-dice", nargs=3, metavar=("PRESET", "ROOT", "CAP"), help=argparse.SUPPRESS)
+    children.add_argument("--child-replicas", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child_speed:
@@ -81,8 +98,10 @@ def main() -> None:
     elif args.child_dice:
         preset, root, cap = args.child_dice
         print(json.dumps(convergence.time_to_dice(preset, Path(root), float(cap))))
+    elif args.child_replicas:
+        print(json.dumps({"slices_per_s": distribute.replica_speed(args.child_replicas)}))
     else:
-        run(args.size, args.dice_cap_minutes, args.out)
+        run(args.size, args.dice_cap_minutes, args.out, args.only)
 
 
 if __name__ == "__main__":

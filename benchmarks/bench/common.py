@@ -99,9 +99,12 @@ class Table:
         self.rows.append((name, value, unit))
         print(f"{name}: {_shown(value)} {unit}", flush=True)
 
-    def write(self, out: Path, machine: str) -> None:
+    def write(self, out: Path, machine: str, name: str = "results") -> None:
+        """Write ``out/NAME.json`` and ``out/NAME.md``, each atomically."""
+        from unetlib.files import write_atomic
+
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n")
+        write_atomic(out / f"{name}.json", json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n")
         lines = [f"Machine: {machine}", "", "| measurement | value | unit |", "| --- | ---: | --- |"]
-        lines += [f"| {name} | {_shown(value)} | {unit} |" for name, value, unit in self.rows]
-        (out / "results.md").write_text("\n".join(lines) + "\n")
+        lines += [f"| {row} | {_shown(value)} | {unit} |" for row, value, unit in self.rows]
+        write_atomic(out / f"{name}.md", "\n".join(lines) + "\n")

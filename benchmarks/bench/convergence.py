@@ -1,6 +1,6 @@
 """How soon training gets somewhere, each run in a fresh process: one full epoch of ``quick``
 as ``unetlib train`` runs it (wall time, peak memory), and time-to-Dice for ``quick`` and
-``seed``."""
+``original``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DICE_TARGET = 0.75
 DICE_CHECKS_MINUTES = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30)
 """When (minutes of training) the time-to-Dice runs check validation Dice: the same for every preset."""
 DICE_VALIDATION_STRIDE = 10
-"""Time-to-Dice checks every 10th validation slice, so that a check of ``seed`` takes seconds, not minutes."""
+"""Time-to-Dice checks every 10th validation slice, so that a check of ``original`` takes seconds, not minutes."""
 
 
 def measure(table, root: Path, work: Path, cap_minutes: float) -> None:
@@ -25,7 +25,7 @@ def measure(table, root: Path, work: Path, cap_minutes: float) -> None:
     table.add("validation prostate Dice after that epoch", epoch["val_prostate_dice"], "")
 
     table.extra["time_to_dice"] = {}
-    for preset in ("quick", "seed"):
+    for preset in ("quick", "original"):
         result = in_fresh_process("dice", preset, str(root), str(cap_minutes))
         table.extra["time_to_dice"][preset] = result
         reached = result["seconds"]
@@ -33,13 +33,13 @@ def measure(table, root: Path, work: Path, cap_minutes: float) -> None:
         table.add(f"time to validation prostate Dice {DICE_TARGET}, {preset}", shown, "min")
         best = max((dice for _, dice in result["curve"]), default=float("nan"))
         table.add(f"best validation prostate Dice checked, {preset}", best, "")
-    quick_s, seed = table.extra["time_to_dice"]["quick"]["seconds"], table.extra["time_to_dice"]["seed"]
+    quick_s, original = table.extra["time_to_dice"]["quick"]["seconds"], table.extra["time_to_dice"]["original"]
     if quick_s is not None:
-        if seed["seconds"] is not None:
-            table.add("time-to-Dice quick / seed", quick_s / seed["seconds"], "x")
+        if original["seconds"] is not None:
+            table.add("time-to-Dice quick / original", quick_s / original["seconds"], "x")
         else:
-            table.add("time-to-Dice quick / seed (seed not reached: an upper bound)",
-                      f"< {quick_s / seed['cap_seconds']:.2f}", "x")
+            table.add("time-to-Dice quick / original (original not reached: an upper bound)",
+                      f"< {quick_s / original['cap_seconds']:.2f}", "x")
 
 
 def full_epoch(root: Path, out: Path) -> dict:
@@ -95,7 +95,7 @@ def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
                 self.model.stop_training = True
 
     # The same data, model and seed as train(), without its validation: train() validates the
-    # whole split when a stopped epoch ends, which would add minutes to every `seed` run.
+    # whole split when a stopped epoch ends, which would add minutes to every `original` run.
     keras.utils.set_random_seed(config.seed)
     clock = DiceClock()
     with precision_policy(config.precision):

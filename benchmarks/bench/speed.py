@@ -7,8 +7,8 @@ import time
 
 from .common import in_alternation, in_fresh_process, sample_batch, timed
 
-STEPS = {"seed": 2, "quick": 20}
-"""Training steps per measurement: the original recipe (``seed``) takes seconds per 8-slice step."""
+STEPS = {"original": 2, "quick": 20}
+"""Training steps per measurement: the original recipe (``original``) takes seconds per 8-slice step."""
 
 
 def measure_precision(table) -> None:
@@ -19,7 +19,7 @@ def measure_precision(table) -> None:
 
 
 def measure(table, pipeline_speed: float) -> tuple[dict[str, float], dict[str, float]]:
-    """Matmul ceilings, training speed of ``seed`` and ``quick`` in both precisions, oneDNN off,
+    """Matmul ceilings, training speed of ``original`` and ``quick`` in both precisions, oneDNN off,
     the batch norm comparison, and the ratios between them (``pipeline_speed``: the input
     pipeline's slices/s). Returns the ceilings (GFLOP/s by precision) and the training FLOPs per
     slice by preset."""
@@ -31,7 +31,7 @@ def measure(table, pipeline_speed: float) -> tuple[dict[str, float], dict[str, f
     table.add("matmul ceiling bfloat16 (2048x2048)", peaks["mixed_bfloat16"], "GFLOP/s")
 
     speeds, flops = {}, {}
-    for preset in ("seed", "quick"):
+    for preset in ("original", "quick"):
         flops[preset] = 3 * forward_flops_per_slice(build_from_config(make_config(preset)))
         table.add(f"training FLOPs per slice, {preset}", flops[preset] / 1e9, "GFLOP")
         for precision in ("float32", "mixed_bfloat16"):
@@ -50,9 +50,9 @@ def measure(table, pipeline_speed: float) -> tuple[dict[str, float], dict[str, f
     table.add("training quick float32, Keras' own batch norm (in alternation)", plain, "slices/s")
     table.add("fused / Keras batch norm, quick float32", fused / plain, "x")
     table.add("pipeline / quick training speed", pipeline_speed / quick, "x")
-    table.add("quick / seed training speed (float32)", quick / speeds[("seed", "float32")], "x")
+    table.add("quick / original training speed (float32)", quick / speeds[("original", "float32")], "x")
     table.add("mixed_bfloat16 / float32, quick", speeds[("quick", "mixed_bfloat16")] / quick, "x")
-    table.add("mixed_bfloat16 / float32, seed", speeds[("seed", "mixed_bfloat16")] / speeds[("seed", "float32")], "x")
+    table.add("mixed_bfloat16 / float32, original", speeds[("original", "mixed_bfloat16")] / speeds[("original", "float32")], "x")
     return peaks, flops
 
 
