@@ -131,6 +131,20 @@ def test_dataset_batches_every_slice_once_per_epoch():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
 
 
+def test_a_stream_started_later_continues_with_the_same_order_and_augmentation():
+    # What a resumed run relies on: starting at batch 5 (an epoch and a bit of 12 slices in
+    # batches of 4) gives the batches the whole stream has there, not those of its start.
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(12, 256, 128, 1)).astype(np.float32)
+    labels = rng.integers(0, 6, (12, 256, 128)).astype(np.uint8)
+    stream = dict(shuffle=True, augment=True, repeat=True, seed=3)
+    whole = [x.numpy() for x, _ in make_dataset(images, labels, 4, **stream).take(8)]
+    later = [x.numpy() for x, _ in make_dataset(images, labels, 4, start_batch=5, **stream).take(3)]
+    for expected, got in zip(whole[5:], later):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(later[0], whole[0])
+
+
 def test_pipeline_parallelism_does_not_change_the_batches():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(12, 256, 128, 1)).astype(np.float16)

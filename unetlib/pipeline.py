@@ -106,6 +106,7 @@ def make_dataset(
     seed: int = 0,
     parallel_calls: int | None = None,
     autotune: bool = False,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """A dataset of ``(images [B,H,W,1] float32, labels [B,H,W] uint8)`` batches.
 
@@ -117,7 +118,9 @@ def make_dataset(
     ``parallel_calls`` is how many batches are gathered and augmented at once (default
     :func:`pipeline_threads`), with :data:`PREFETCH_BATCHES` prepared ahead and tf.data's
     autotuner off. ``autotune=True`` instead lets tf.data choose the parallelism and the
-    prefetch buffer itself (then ``parallel_calls`` must be left unset).
+    prefetch buffer itself (then ``parallel_calls`` must be left unset). ``start_batch`` starts
+    the stream at that batch, with the order and augmentation it has there, so a resumed run
+    continues the stream rather than repeating its first epoch.
 
     Args:
         images: a split's images ``(N, H, W, 1)``, float16 or float32 (batches come out as float32).
@@ -130,6 +133,7 @@ def make_dataset(
         seed: seed for the shuffle order and the augmentation.
         parallel_calls: batches gathered and augmented at once; None: :func:`pipeline_threads`.
         autotune: let tf.data choose the parallelism and prefetch buffer.
+        start_batch: batches of the stream to pass over first (only their indices are drawn).
 
     Raises:
         ValueError: ``images`` and ``labels`` differ in length, or both ``parallel_calls`` and
@@ -158,9 +162,9 @@ def make_dataset(
     if autotune and parallel_calls is not None:
         raise ValueError("give parallel_calls or autotune=True, not both")
     parallel_calls = tf.data.AUTOTUNE if autotune else parallel_calls or pipeline_threads()
-    dataset = dataset.batch(batch_size).map(load, num_parallel_calls=parallel_calls)
+    dataset = dataset.batch(batch_size).skip(start_batch).map(load, num_parallel_calls=parallel_calls)
     if augment:
-        dataset = dataset.enumerate().map(
+        dataset = dataset.enumerate(start=start_batch).map(
             lambda step, batch: augment_batch(*batch, tf.stack([tf.cast(seed, tf.int64), step])),
             num_parallel_calls=parallel_calls,
         )
