@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import socket
@@ -45,6 +46,17 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_with_the_same_global_ba
     # A loss not divided among the replicas would come out twice as large.
     loss_one, loss_two = _history(tmp_path / "one")[0]["loss"], _history(tmp_path / "two")[0]["loss"]
     assert loss_two == pytest.approx(loss_one, rel=0.02)
+
+
+def test_a_last_batch_too_short_for_every_replica_is_filled_and_said(tiny_phantom, tmp_path):
+    # 15 validation slices in global batches of 2: the last batch holds one slice, which would
+    # leave the second replica an empty batch (TensorFlow's convolutions fail on it).
+    done = _train_cli("--data", str(tiny_phantom), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "1",
+                      "--max-train-slices", "15", "--distribute", "mirrored", env={"UNETLIB_CPU_REPLICAS": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "the first 1 slice(s) are validated twice" in done.stderr
+    row = _history(tmp_path / "run")[0]
+    assert all(math.isfinite(value) for value in row.values()), row
 
 
 def test_cpu_replicas_must_be_a_positive_whole_number(tiny_phantom, tmp_path):

@@ -438,7 +438,9 @@ def _fit(config: Config, out: Path, datasets: "_Datasets", placement, verbose, c
     run_callbacks += list(callbacks or [])
     time_left = not config.max_minutes or state["seconds"] < config.max_minutes * 60
     if state["epoch"] < config.epochs and state["wait"] < config.patience and time_left:  # else: killed while finishing
-        model.fit(datasets.train, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
+        # A resumed run picks the stream up where the last committed epoch left it.
+        train_data = datasets.train_from(state["epoch"] * datasets.epoch_steps)
+        model.fit(train_data, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
                   epochs=config.epochs, validation_data=datasets.validate, callbacks=run_callbacks,
                   verbose=verbose, shuffle=False)  # the dataset shuffles itself, reproducibly
     if run_state.nonfinite_epoch is not None:
@@ -468,7 +470,7 @@ def _worker_folder(out: Path, index: int) -> Path:
 @dataclass
 class _Datasets:
     root: Path
-    train: object
+    train_from: object  # batch number -> the training stream from that batch on
     validate: object
     epoch_steps: int
     watched: tuple
@@ -485,19 +487,38 @@ def _datasets(config: Config, replicas: int = 1) -> _Datasets:
     # slices fill it, not its length (the stream repeats, so none is left out over epochs).
     batch = config.batch_size * replicas
     epoch_steps = steps_for(len(np.unique(chosen)), batch)
-    validate_chosen = _subset(len(validate_split.images), config.max_train_slices)
-    train_data = make_dataset(train_split.images, train_split.labels, batch, indices=chosen, shuffle=True,
-                              augment=config.augment, repeat=True, seed=config.seed)
+    validate_chosen = _whole_replica_batches(_subset(len(validate_split.images), config.max_train_slices), batch, replicas)
+
+    def train_from(start_batch: int):
+        return _shard_by_data(make_dataset(train_split.images, train_split.labels, batch, indices=chosen, shuffle=True,
+                                           augment=config.augment, repeat=True, seed=config.seed,
+                                           start_batch=start_batch))
+
     validate_data = make_dataset(validate_split.images, validate_split.labels, batch, indices=validate_chosen)
-    return _Datasets(root, _shard_by_data(train_data), _shard_by_data(validate_data), epoch_steps,
-                     _snapshot_slices(validate_split))
+    return _Datasets(root, train_from, _shard_by_data(validate_data), epoch_steps, _snapshot_slices(validate_split))
+
+
+def _whole_replica_batches(chosen: np.ndarray, batch: int, replicas: int) -> np.ndarray:
+    """Validation slices such that the last global batch gives every replica at least one slice.
+
+    tf.distribute splits a short last batch between the replicas, and one left with no slice
+    at all stops TensorFlow's convolutions with an error. Where that would happen, the first
+    slices are validated a second time to fill the batch, and a warning says how many."""
+    short = len(chosen) % batch
+    if replicas == 1 or short == 0 or short >= replicas:
+        return chosen
+    extra = replicas - short
+    logger.warning("validation: %d slices in global batches of %d would leave a replica without a slice in the last "
+                   "batch; the first %d slice(s) are validated twice", len(chosen), batch, extra)
+    return np.concatenate([chosen, chosen[:extra]])
 
 
 def _shard_by_data(dataset):
     """Several workers split each global batch between them (tf.data's ``DATA`` auto-sharding):
     every worker runs the same pipeline, with the same shuffle and augmentation seeds, and keeps
-    its own part of each batch. So no two workers ever train on the same augmented slice, and a
-    run on N workers sees exactly the batches a one-device run with the same global batch sees."""
+    its own part of each batch. So no two workers ever train on the same augmented slice, and N
+    workers see the same slices, augmented the same way, as one device with the same global batch
+    (batch norm and the batch-pooled Dice are computed per replica)."""
     import tensorflow as tf
 
     options = tf.data.Options()
