@@ -289,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
-    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None, metavar="{" + ",".join(PRESETS) + "}",
-                       help="original: the course's original recipe (formerly 'seed'); quick: our laptop default (10 min budget); "
+    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None,
+                       metavar="{" + ",".join(PRESETS) + "}",
+                       help="original (or seed): the course's original recipe; quick: our laptop default (10 min budget); "
                        "smoke: seconds, for tests; full: a long run (default: UNETLIB_PROFILE when set, else quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")

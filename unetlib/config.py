@@ -177,17 +177,17 @@ PRESETS: dict[str, dict] = {
 
 
 PRESET_ALIASES: dict[str, str] = {"seed": "original"}
-"""Former preset names still accepted: ``seed`` was renamed ``original`` so that it no longer
-reads like the ``seed`` field (the random seed)."""
+"""Other names accepted for a preset: ``seed`` for ``original`` (the name ``original`` does not
+read like the ``seed`` field, the random seed)."""
 
 
 def make_config(preset: str = "quick", **overrides) -> Config:
     """Build the config of a named preset, with ``overrides`` applied (see :meth:`Config.replace`).
-    A former name (:data:`PRESET_ALIASES`) gives the preset it was renamed to.
+    Another name in :data:`PRESET_ALIASES` gives the preset it stands for.
 
     Args:
         preset: one of :data:`PRESETS` (``"original"``, ``"quick"``, ``"smoke"``, ``"full"``) or
-            a former name in :data:`PRESET_ALIASES`.
+            another name for one of them in :data:`PRESET_ALIASES`.
         **overrides: field values that replace the preset's, e.g. ``epochs=5``.
 
     Raises:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ import tensorflow as tf
 from unetlib.errors import DistributeError
 
 __all__ = ["CPU_REPLICAS_VARIABLE", "Placement", "cpu_replicas", "cluster_resolver", "make_placement"]
+
+logger = logging.getLogger(__name__)
 
 CPU_REPLICAS_VARIABLE = "UNETLIB_CPU_REPLICAS"
 """Environment variable: logical CPU devices ``mirrored`` uses on a machine without a GPU."""
@@ -155,7 +158,10 @@ def make_placement(name: str) -> Placement:
     if name == "mirrored":
         if tf.config.list_physical_devices("GPU"):
             return Placement(name, tf.distribute.MirroredStrategy())
-        return Placement(name, tf.distribute.MirroredStrategy(_logical_cpus(cpu_replicas())))
+        count = cpu_replicas()
+        logger.warning("--distribute mirrored: no GPU is visible, so it runs on %d logical CPU device(s) (%s); for "
+                       "GPUs install TensorFlow's CUDA build (pip install -e '.[gpu]')", count, CPU_REPLICAS_VARIABLE)
+        return Placement(name, tf.distribute.MirroredStrategy(_logical_cpus(count)))
     if name == "multiworker":
         resolver = cluster_resolver()
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
@@ -175,8 +181,8 @@ def _mend_keras_multiworker() -> None:
     * at each step, a scalar (the loss, a metric) is averaged over axis 0, which a scalar does
       not have: it is averaged as a whole instead.
 
-    Both changes apply only where several workers train; elsewhere Keras runs unchanged. The
-    multi-worker tests (``tests/test_distribute.py``) fail without them.
+    Both changes apply only where several workers train; elsewhere Keras runs unchanged.
+    ``tests/test_distribute.py`` trains two workers to check that they hold.
     """
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
