@@ -23,6 +23,7 @@ from __future__ import annotations
 from unetlib.backend import resolve_precision
 
 import csv
+import dataclasses
 import fcntl
 import io
 import json
@@ -32,7 +33,6 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
