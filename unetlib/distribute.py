@@ -184,19 +184,26 @@ def _mend_keras_multiworker() -> None:
     Both changes apply only where several workers train; elsewhere Keras runs unchanged.
     ``tests/test_distribute.py`` trains two workers to check that they hold.
     """
+    from keras import version as keras_version
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 
     if getattr(trainer, "_unetlib_mended", False):
         return
-    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-    reduce_per_replica = trainer.reduce_per_replica
+    try:
+        symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+        reduce_per_replica = trainer.reduce_per_replica
+        multi_worker = trainer._collective_all_reduce_multi_worker
+    except AttributeError:  # a Keras built differently: nothing of ours to mend there
+        logger.warning("this Keras (%s) lacks the places unetlib mends for multi-worker training; running it as it is",
+                       keras_version())
+        return
 
     def local_part(strategy, value):
         return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) else value
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is None or not trainer._collective_all_reduce_multi_worker(self.distribute_strategy):
+        if iterator is None or not multi_worker(self.distribute_strategy):
             return symbolic_build(self, iterator=iterator, data_batch=data_batch)
         for _, _, batches in iterator:
             batch = next(batches)
@@ -204,7 +211,7 @@ def _mend_keras_multiworker() -> None:
         return symbolic_build(self, data_batch=tree.map_structure(lambda v: local_part(self.distribute_strategy, v), batch))
 
     def reduce_scalars_whole(values, strategy, reduction):
-        if not trainer._collective_all_reduce_multi_worker(strategy) or reduction not in ("auto", "mean"):
+        if not multi_worker(strategy) or reduction not in ("auto", "mean"):
             return reduce_per_replica(values, strategy, reduction)
 
         def reduce(value):
