@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None,
                        metavar="{" + ",".join(PRESETS) + "}",
-                       help="original (or seed): the course's original recipe; quick: our laptop default (10 min budget); "
-                       "smoke: seconds, for tests; full: a long run (default: UNETLIB_PROFILE when set, else quick)")
+                       help="original (or seed): the course's original recipe; "
+                       "quick: our laptop default (10 min budget); smoke: seconds, for tests; full: a long run "
+                       "(default: UNETLIB_PROFILE when set, else quick)")
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
     _add_config_flags(train.add_argument_group("config (each flag overrides the preset's value)"))

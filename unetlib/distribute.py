@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from unetlib.config import DISTRIBUTIONS
 from unetlib.errors import DistributeError
 
 __all__ = ["CPU_REPLICAS_VARIABLE", "Placement", "cpu_replicas", "cluster_resolver", "make_placement"]
@@ -130,7 +131,7 @@ def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
     if "SLURM_JOB_ID" in os.environ and "SLURM_PROCID" in os.environ:
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
     raise DistributeError("--distribute multiworker needs the cluster: set TF_CONFIG on every worker, "
-                     "or start the workers with srun inside a Slurm job (see scripts/)")
+                          "or start the workers with srun inside a Slurm job (see scripts/)")
 
 
 def _chief_first(resolver) -> tuple[int, int]:
@@ -167,7 +168,7 @@ def make_placement(name: str) -> Placement:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         _mend_keras_multiworker()
         return Placement(name, strategy, *_chief_first(resolver))
-    raise DistributeError(f"unknown distribution {name!r}; expected none, mirrored or multiworker")
+    raise DistributeError(f"unknown distribution {name!r}; expected one of {', '.join(DISTRIBUTIONS)}")
 
 
 def _mend_keras_multiworker() -> None:
