@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install unetlib with its dev extras
 
-test: $(STAMP)  ## run the whole test suite: unit tests and every notebook (nbval, fast profile)
+test: $(STAMP)  ## lint and format check (ruff), then the whole test suite: unit tests and every notebook (nbval, fast profile)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest  # notebooks included: --nbval is in pyproject.toml
 
 demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run all notebooks, evaluate

@@ -39,7 +39,11 @@ from bench.common import cpu_name
 
 QUICK_BUDGET = 10.0
 TARGETS = {  # test-split Dice after quick's own 10-minute budget: the real-data range
-    "prostate": (0.65, 0.85), "rectum": (0.65, 0.88), "bladder": (0.85, 1.0), "bone": (0.80, 1.0), "body": (0.95, 1.0),
+    "prostate": (0.65, 0.85),
+    "rectum": (0.65, 0.88),
+    "bladder": (0.85, 1.0),
+    "bone": (0.80, 1.0),
+    "body": (0.95, 1.0),
 }
 LONG_LEARNING_RATE = 1e-3
 """Adam step size of the runs longer than 2 × :data:`QUICK_BUDGET` (the ``full`` preset's)."""
@@ -103,50 +107,91 @@ def train_and_score(root: Path, budget: float, out: Path) -> dict:
     scores = out / "test_scores.json"
     rate = learning_rate(budget)
     if not (out / "complete.json").is_file():
-        unetlib("train", "--preset", "quick", "--max-minutes", f"{budget:g}", "--out", str(out),
-                *(("--learning-rate", f"{rate:g}") if rate else ()), data=root)
+        unetlib(
+            "train",
+            "--preset",
+            "quick",
+            "--max-minutes",
+            f"{budget:g}",
+            "--out",
+            str(out),
+            *(("--learning-rate", f"{rate:g}") if rate else ()),
+            data=root,
+        )
     if not scores.is_file():
         unetlib("evaluate", str(out / "model.keras"), "--json", str(scores), data=root)
     summary = json.loads((out / "complete.json").read_text())
     dice = {name: values["dice"] for name, values in json.loads(scores.read_text())["per_class"].items()}
-    return {"budget_minutes": budget, "learning_rate": json.loads((out / "config.json").read_text())["learning_rate"], "epochs": summary["epochs_run"],
-            "best_val_foreground_dice": summary["best_val_foreground_dice"], "dice": dice}
+    return {
+        "budget_minutes": budget,
+        "learning_rate": json.loads((out / "config.json").read_text())["learning_rate"],
+        "epochs": summary["epochs_run"],
+        "best_val_foreground_dice": summary["best_val_foreground_dice"],
+        "dice": dice,
+    }
 
 
 def report(runs: list[dict], band: float, machine: str, size: str, seed: int) -> tuple[str, bool]:
     """The Markdown table and whether every calibration target holds (the 10-minute ranges
     on ``small`` only: that is the data they are stated for)."""
     classes = ["prostate", "rectum", "bladder", "bone", "body"]
-    lines = [f"Machine: {machine}", f"Data: phantom `{size}`, seed {seed}, test split", "",
-             "| `quick` budget | learning rate | epochs | " + " | ".join(classes) + " |",
-             "| ---: | ---: | ---: | " + " | ".join("---:" for _ in classes) + " |"]
+    lines = [
+        f"Machine: {machine}",
+        f"Data: phantom `{size}`, seed {seed}, test split",
+        "",
+        "| `quick` budget | learning rate | epochs | " + " | ".join(classes) + " |",
+        "| ---: | ---: | ---: | " + " | ".join("---:" for _ in classes) + " |",
+    ]
     for run in runs:
-        lines.append(f"| {run['budget_minutes']:g} min | {run['learning_rate']:g} | {run['epochs']} | "
-                     + " | ".join(f"{run['dice'][name]:.3f}" for name in classes) + " |")
-    lines.append("| target at 10 min | | | " + " | ".join(
-        f"{lo:.2f}–{hi:.2f}" if hi < 1 else f"≥ {lo:.2f}" for lo, hi in (TARGETS[name] for name in classes)) + " |")
+        lines.append(
+            f"| {run['budget_minutes']:g} min | {run['learning_rate']:g} | {run['epochs']} | "
+            + " | ".join(f"{run['dice'][name]:.3f}" for name in classes)
+            + " |"
+        )
+    lines.append(
+        "| target at 10 min | | | "
+        + " | ".join(
+            f"{lo:.2f}–{hi:.2f}" if hi < 1 else f"≥ {lo:.2f}" for lo, hi in (TARGETS[name] for name in classes)
+        )
+        + " |"
+    )
     checks = []
     for run in runs:
         if size == "small" and run["budget_minutes"] <= 2 * QUICK_BUDGET:  # 10 min here, or the faster CPUs' 10 min
-            checks += [(f"{name} at {run['budget_minutes']:g} min in {lo:.2f}–{hi:.2f}", lo <= run["dice"][name] <= hi)
-                       for name, (lo, hi) in TARGETS.items()]
+            checks += [
+                (f"{name} at {run['budget_minutes']:g} min in {lo:.2f}–{hi:.2f}", lo <= run["dice"][name] <= hi)
+                for name, (lo, hi) in TARGETS.items()
+            ]
     base = next((r for r in runs if r["budget_minutes"] == QUICK_BUDGET), None)
     longest = max(runs, key=lambda r: r["budget_minutes"])
     if base is not None and longest is not base:
         gain = longest["dice"]["prostate"] - base["dice"]["prostate"]
-        checks.append((f"prostate gain {longest['budget_minutes']:g} min vs 10 min = {gain:+.3f} (≥ {ROOM_TO_LEARN})",
-                       gain >= ROOM_TO_LEARN))
-    checks.append((f"best single intensity band finds the prostate with Dice {band:.3f} (< {BAND_LIMIT})", band < BAND_LIMIT))
-    lines += ["", "| check | holds |", "| --- | --- |"] + [f"| {text} | {'yes' if ok else '**no**'} |" for text, ok in checks]
+        checks.append(
+            (
+                f"prostate gain {longest['budget_minutes']:g} min vs 10 min = {gain:+.3f} (≥ {ROOM_TO_LEARN})",
+                gain >= ROOM_TO_LEARN,
+            )
+        )
+    checks.append(
+        (f"best single intensity band finds the prostate with Dice {band:.3f} (< {BAND_LIMIT})", band < BAND_LIMIT)
+    )
+    lines += ["", "| check | holds |", "| --- | --- |"] + [
+        f"| {text} | {'yes' if ok else '**no**'} |" for text, ok in checks
+    ]
     return "\n".join(lines) + "\n", all(ok for _, ok in checks)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=["small", "full"], default="small",
-                        help="phantom size to train and score on (default small, the kit's default data)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[10, 20, 50],
-                        help="training budgets in minutes (default 10 20 50)")
+    parser.add_argument(
+        "--size",
+        choices=["small", "full"],
+        default="small",
+        help="phantom size to train and score on (default small, the kit's default data)",
+    )
+    parser.add_argument(
+        "--budgets", type=float, nargs="+", default=[10, 20, 50], help="training budgets in minutes (default 10 20 50)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0, the kit's default data)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration")
     args = parser.parse_args()
@@ -167,8 +212,20 @@ def main() -> int:
     machine = f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores, Python {platform.python_version()}"
     table, ok = report(runs, band, machine, args.size, args.seed)
     (args.out / f"results-{args.size}.md").write_text(table)
-    (args.out / f"results-{args.size}.json").write_text(json.dumps({"machine": machine, "size": args.size, "seed": args.seed, "band_dice": band,
-                                                       "runs": runs, "all_targets_hold": ok}, indent=2) + "\n")
+    (args.out / f"results-{args.size}.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "size": args.size,
+                "seed": args.seed,
+                "band_dice": band,
+                "runs": runs,
+                "all_targets_hold": ok,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(table)
     return 0 if ok else 1
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench.common import cpu_name
 
 
@@ -41,9 +40,13 @@ def case_week_figure(root: Path, out: Path) -> None:
     masks = [read_mask(p.mask_path) for p in pairs]
     prostate = [i for i, m in enumerate(masks) if np.any(m == PROSTATE)]
     middle = prostate[len(prostate) // 2]
-    chosen = [("in front of the prostate", max(prostate[0] - 8, 0)), ("front edge of the prostate", prostate[0] + 1),
-              ("through the prostate", middle), ("back edge of the prostate", prostate[-1] - 1),
-              ("behind the prostate", min(prostate[-1] + 8, len(pairs) - 1))]
+    chosen = [
+        ("in front of the prostate", max(prostate[0] - 8, 0)),
+        ("front edge of the prostate", prostate[0] + 1),
+        ("through the prostate", middle),
+        ("back edge of the prostate", prostate[-1] - 1),
+        ("behind the prostate", min(prostate[-1] + 8, len(pairs) - 1)),
+    ]
     fig, axes = plt.subplots(2, len(chosen), figsize=(3.4 * len(chosen), 5.0))
     for column, (title, index) in enumerate(chosen):
         image = read_image(pairs[index].image_path)
@@ -52,8 +55,11 @@ def case_week_figure(root: Path, out: Path) -> None:
         for row in (0, 1):
             axes[row, column].title.set_fontsize(8)
     fig.legend(handles=legend_handles(), loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle(f"Phantom case {first[0]:03d} week {first[1]}: coronal slices from front to back "
-                 "(patient's right on the left, superior up)", fontsize=10)
+    fig.suptitle(
+        f"Phantom case {first[0]:03d} week {first[1]}: coronal slices from front to back "
+        "(patient's right on the left, superior up)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -84,13 +90,23 @@ def main() -> None:
         test = load_split(root, "test", progress=False).labels
         every = [load_split(root, s, progress=False).labels for s in SPLITS]
         every_presence = sum(slice_presence(labels) * len(labels) for labels in every) / sum(len(x) for x in every)
-        fractions = np.mean([volume_label_fractions(args.seed, case, week, stride=4)
-                             for _, case, week, _ in plan_case_weeks(SIZES["full"], args.seed)], axis=0)
-        lines += ["", f"Phantom `full`, seed {args.seed}: test split ({len(test)} slices) and 3D volumes "
-                  f"({len(plan_case_weeks(SIZES['full'], args.seed))} case-weeks)", "",
-                  comparison_table(slice_presence(test), fractions), "",
-                  "Slices containing each class over all splits: "
-                  + ", ".join(f"{name} {share:.0%}" for name, share in zip(LABELS, every_presence))]
+        fractions = np.mean(
+            [
+                volume_label_fractions(args.seed, case, week, stride=4)
+                for _, case, week, _ in plan_case_weeks(SIZES["full"], args.seed)
+            ],
+            axis=0,
+        )
+        lines += [
+            "",
+            f"Phantom `full`, seed {args.seed}: test split ({len(test)} slices) and 3D volumes "
+            f"({len(plan_case_weeks(SIZES['full'], args.seed))} case-weeks)",
+            "",
+            comparison_table(slice_presence(test), fractions),
+            "",
+            "Slices containing each class over all splits: "
+            + ", ".join(f"{name} {share:.0%}" for name, share in zip(LABELS, every_presence)),
+        ]
         if args.figure:
             case_week_figure(root, args.figure)
             lines.append(f"\nFigure: {args.figure}")

@@ -52,7 +52,8 @@ def train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: in
     [losses]``; with ``PAUSE=1`` in its environment it sleeps at the start of ``pause_at_epoch``,
     so a test can kill it at a known point."""
     script = tmp_path / "train_run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, time
         import keras
         from unetlib.config import make_config
@@ -66,5 +67,6 @@ def train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: in
 
         result = train({config_code}, {str(out)!r}, verbose=2, callbacks=[Pause()])
         print("finished", "chief" if result.chief else "worker", result.history["loss"], flush=True)
-    """))
+    """)
+    )
     return script

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from conftest import write_nifti
 from unetlib.cli import main
 from unetlib.data import find_pairs
 from unetlib.phantom import SIZES, SLICES_PER_VOLUME
-
-from conftest import write_nifti
 
 
 def test_clean_data_exits_zero_and_reports_each_split(tiny_phantom, capsys):
     assert main(["check-data", str(tiny_phantom)]) == 0
     out = capsys.readouterr().out
     tiny, volume = SIZES["tiny"], SLICES_PER_VOLUME  # one case-week is 256x144, one per split 256x128x1
-    for split in (f"[train] {tiny.count('train')} image/mask pairs", f"[validate] {tiny.count('validate')}",
-                  f"[test] {tiny.count('test')}"):
+    for split in (
+        f"[train] {tiny.count('train')} image/mask pairs",
+        f"[validate] {tiny.count('validate')}",
+        f"[test] {tiny.count('test')}",
+    ):
         assert split in out
     assert f"256x144: {volume}" in out and f"256x128x1: {volume}" in out
     assert f"slices centre-cropped/padded to 256x128: {volume}" in out

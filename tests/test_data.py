@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import unetlib.data as data
+from conftest import make_root, write_nifti
 from unetlib.data import DataError, find_pairs, load_split, normalise, read_image, read_mask, resolve_data_root
 from unetlib.phantom import SIZES
-
-from conftest import make_root, write_nifti
 
 
 def _slice(value: float, shape=(256, 128)) -> np.ndarray:
@@ -39,10 +38,13 @@ def test_pairs_by_key_not_sort_order(tmp_path):
         assert read_mask(pair.mask_path).max() == pair.slice % 6
 
 
-@pytest.mark.parametrize("orphan, problem", [
-    ("keras_slices_train/case_004_week_0_slice_1.nii.gz", "no mask"),
-    ("keras_slices_seg_train/seg_005_week_1_slice_3.nii.gz", "no image"),
-])
+@pytest.mark.parametrize(
+    "orphan, problem",
+    [
+        ("keras_slices_train/case_004_week_0_slice_1.nii.gz", "no mask"),
+        ("keras_slices_seg_train/seg_005_week_1_slice_3.nii.gz", "no image"),
+    ],
+)
 def test_an_image_or_mask_without_its_partner_is_an_error_naming_the_file(tmp_path, orphan, problem):
     make_root(tmp_path, {"004_week_0_slice_0": (_slice(0), _mask(1))})
     write_nifti(tmp_path / orphan, _slice(1))
@@ -95,10 +97,13 @@ def test_smaller_slice_is_centre_padded(tmp_path):
 
 
 def test_load_split_counts_adjusted_slices(tmp_path, caplog):
-    make_root(tmp_path, {
-        "019_week_1_slice_0": (_slice(1, (256, 144)), _mask(2, (256, 144))),
-        "019_week_0_slice_0": (_slice(2), _mask(2)),
-    })
+    make_root(
+        tmp_path,
+        {
+            "019_week_1_slice_0": (_slice(1, (256, 144)), _mask(2, (256, 144))),
+            "019_week_0_slice_0": (_slice(2), _mask(2)),
+        },
+    )
     with caplog.at_level("INFO", logger="unetlib.data"):
         split = load_split(tmp_path, "train", progress=False)
     assert split.images.shape == (2, 256, 128, 1)
@@ -111,7 +116,10 @@ def test_load_split_counts_adjusted_slices(tmp_path, caplog):
         (np.full((256, 128), 2.5), r"seg_004_week_0_slice_0\.nii\.gz: mask holds non-integer values"),
         (np.full((256, 128), 7.0), r"seg_004_week_0_slice_0\.nii\.gz: label 7 outside 0\.\.5"),
         (np.full((256, 128), -1.0), r"label -1 outside 0\.\.5"),
-        (np.zeros((256, 128, 20)), r"seg_004_week_0_slice_0\.nii\.gz: expected a 2D slice, got an array of shape \(256, 128, 20\)"),
+        (
+            np.zeros((256, 128, 20)),
+            r"seg_004_week_0_slice_0\.nii\.gz: expected a 2D slice, got an array of shape \(256, 128, 20\)",
+        ),
     ],
 )
 def test_bad_masks_raise_naming_file_and_problem(tmp_path, mask, message):

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from unetlib.evaluation import load_model
-
 from conftest import train_script
+from unetlib.evaluation import load_model
 
 TIMEOUT = 240  # seconds any one training process may take before the test gives up on it
 
@@ -30,15 +29,28 @@ def _history(run: Path) -> list[dict[str, float]]:
 
 
 def _train_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "unetlib", "train", "--preset", "smoke", *args], capture_output=True,
-                          text=True, timeout=TIMEOUT, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "unetlib", "train", "--preset", "smoke", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device_with_the_same_global_batch(tiny_phantom, tmp_path):
     common = ["--data", str(tiny_phantom), "--epochs", "1"]
     one = _train_cli(*common, "--out", str(tmp_path / "one"), "--batch-size", "4")
-    two = _train_cli(*common, "--out", str(tmp_path / "two"), "--batch-size", "2", "--distribute", "mirrored",
-                     env={"UNETLIB_CPU_REPLICAS": "2"})
+    two = _train_cli(
+        *common,
+        "--out",
+        str(tmp_path / "two"),
+        "--batch-size",
+        "2",
+        "--distribute",
+        "mirrored",
+        env={"UNETLIB_CPU_REPLICAS": "2"},
+    )
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert "Trained on 2 replicas (mirrored): 4 slices per step" in two.stdout
     # Same slices, same augmentation, same initial weights: the first epoch's loss agrees within
@@ -51,8 +63,21 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_with_the_same_global_ba
 def test_a_last_batch_too_short_for_every_replica_is_filled_and_said(tiny_phantom, tmp_path):
     # 15 validation slices in global batches of 2: the last batch holds one slice, which would
     # leave the second replica an empty batch (TensorFlow's convolutions fail on it).
-    done = _train_cli("--data", str(tiny_phantom), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "1",
-                      "--max-train-slices", "15", "--distribute", "mirrored", env={"UNETLIB_CPU_REPLICAS": "2"})
+    done = _train_cli(
+        "--data",
+        str(tiny_phantom),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--max-train-slices",
+        "15",
+        "--distribute",
+        "mirrored",
+        env={"UNETLIB_CPU_REPLICAS": "2"},
+    )
     assert done.returncode == 0, done.stderr
     assert "the first 1 slice(s) are validated twice" in done.stderr
     row = _history(tmp_path / "run")[0]
@@ -60,16 +85,40 @@ def test_a_last_batch_too_short_for_every_replica_is_filled_and_said(tiny_phanto
 
 
 def test_cpu_replicas_must_be_a_positive_whole_number(tiny_phantom, tmp_path):
-    done = _train_cli("--data", str(tiny_phantom), "--out", str(tmp_path / "run"), "--distribute", "mirrored",
-                      env={"UNETLIB_CPU_REPLICAS": "two"})
+    done = _train_cli(
+        "--data",
+        str(tiny_phantom),
+        "--out",
+        str(tmp_path / "run"),
+        "--distribute",
+        "mirrored",
+        env={"UNETLIB_CPU_REPLICAS": "two"},
+    )
     assert done.returncode == 2 and "UNETLIB_CPU_REPLICAS='two'" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_multiworker_without_a_cluster_says_what_to_set(tiny_phantom, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG" and not key.startswith("SLURM_")}
-    done = subprocess.run([sys.executable, "-m", "unetlib", "train", "--preset", "smoke", "--data", str(tiny_phantom),
-                           "--out", str(tmp_path / "run"), "--distribute", "multiworker"],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unetlib",
+            "train",
+            "--preset",
+            "smoke",
+            "--data",
+            str(tiny_phantom),
+            "--out",
+            str(tmp_path / "run"),
+            "--distribute",
+            "multiworker",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     assert done.returncode == 2 and "TF_CONFIG" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
 
@@ -90,22 +139,33 @@ def _free_ports(count: int) -> list[int]:
 def _worker_env(ports: list[int], index: int, tmp: Path) -> dict:
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     # Each worker's temporary folder lives under tmp, so the test can see that it is removed.
-    return {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-            "TMPDIR": str(tmp)}
+    return {
+        **os.environ,
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        "TMPDIR": str(tmp),
+    }
 
 
 def _worker_script(tmp_path: Path, data: Path, out: Path, pause_at_epoch: int | None = None) -> Path:
     """A worker training the smoke preset (2 epochs) into ``out``."""
-    return train_script(tmp_path, f"make_config('smoke', data={str(data)!r}, epochs=2, distribute='multiworker')", out,
-                        pause_at_epoch)
+    return train_script(
+        tmp_path, f"make_config('smoke', data={str(data)!r}, epochs=2, distribute='multiworker')", out, pause_at_epoch
+    )
 
 
 def _start_workers(script: Path, tmp_path: Path, pause: int | None = None) -> list[subprocess.Popen]:
     ports = _free_ports(2)
     (tmp_path / "tmp").mkdir(exist_ok=True)
-    return [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**_worker_env(ports, index, tmp_path / "tmp"), "PAUSE": "1" if index == pause else "0"})
-            for index in range(2)]
+    return [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**_worker_env(ports, index, tmp_path / "tmp"), "PAUSE": "1" if index == pause else "0"},
+        )
+        for index in range(2)
+    ]
 
 
 def _outputs(processes: list[subprocess.Popen]) -> list[str]:
@@ -123,7 +183,14 @@ def test_two_workers_train_together_and_only_the_chief_writes(tiny_phantom, tmp_
     # One training, seen from both ends: each worker reports the same loss in every epoch.
     assert chief.split("finished chief")[1] == worker.split("finished worker")[1]
     assert sorted(path.name for path in out.iterdir()) == [
-        ".lock", "complete.json", "config.json", "curves.png", "history.csv", "model.keras", "snapshots"]
+        ".lock",
+        "complete.json",
+        "config.json",
+        "curves.png",
+        "history.csv",
+        "model.keras",
+        "snapshots",
+    ]
     assert [row["epoch"] for row in _history(out)] == [0, 1]
     assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)
     assert list((tmp_path / "tmp").iterdir()) == []  # the worker's temporary folder is gone

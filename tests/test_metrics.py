@@ -101,7 +101,9 @@ def test_surface_distances_run_both_ways_in_mm():
     assert len(pred_to_true) == len(true_to_pred) == 36  # the 10x10 square's border pixels
     assert pred_to_true.max() == true_to_pred.max() == pytest.approx(6.0)  # the shifted rows, 3 px at 2 mm
     assert pred_to_true.min() == 0.0  # the sides overlap
-    assert hausdorff95(a, b, (2.0, 1.0)) == pytest.approx(max(np.percentile(pred_to_true, 95), np.percentile(true_to_pred, 95)))
+    assert hausdorff95(a, b, (2.0, 1.0)) == pytest.approx(
+        max(np.percentile(pred_to_true, 95), np.percentile(true_to_pred, 95))
+    )
 
 
 def test_comparison_table_has_a_row_per_run_with_its_organ_dice():

@@ -86,7 +86,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tiny_phantom, tmp_path):
     for split in SPLITS:
         for folder in (image_dir, mask_dir):
             names = sorted(p.name for p in folder(tiny_phantom, split).iterdir())
-            match, mismatch, errors = filecmp.cmpfiles(folder(tiny_phantom, split), folder(again, split), names, shallow=False)
+            match, mismatch, errors = filecmp.cmpfiles(
+                folder(tiny_phantom, split), folder(again, split), names, shallow=False
+            )
             assert not mismatch and not errors and len(match) == len(names)
 
 
@@ -109,8 +111,9 @@ def test_consecutive_slices_are_continuous(tiny_phantom):
     masks = np.stack([read_mask(p.mask_path) for p in pairs])
 
     def correlation(gap: int) -> float:
-        return float(np.mean([np.corrcoef(images[i].ravel(), images[i + gap].ravel())[0, 1]
-                              for i in range(len(images) - gap)]))
+        return float(
+            np.mean([np.corrcoef(images[i].ravel(), images[i + gap].ravel())[0, 1] for i in range(len(images) - gap)])
+        )
 
     assert correlation(1) > 0.85
     assert correlation(1) > correlation(15) + 0.1

@@ -9,10 +9,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,9 @@ def test_console_script_is_declared_and_runs():
 
 def test_each_command_explains_itself():
     for command, phrase in (("phantom", "same seed writes the same bytes"), ("check-data", "Exit status 0")):
-        result = subprocess.run([sys.executable, "-m", "unetlib", command, "--help"], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "unetlib", command, "--help"], capture_output=True, text=True, check=True
+        )
         assert phrase in " ".join(result.stdout.split())
 
 
@@ -48,7 +50,9 @@ def test_importing_tensorflow_before_unetlib_is_warned_about(first, warned):
     second = "unetlib" if first == "keras" else "keras"
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
     code = f"import {first}, {second}, os; print('oneDNN', os.environ['TF_ENABLE_ONEDNN_OPTS'])"
-    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert ("imported before unetlib" in done.stderr) == warned
     assert "oneDNN 1" in done.stdout
@@ -56,16 +60,20 @@ def test_importing_tensorflow_before_unetlib_is_warned_about(first, warned):
 
 def _public_modules():
     """Every module of the package whose public names are listed: ``unetlib.X`` and ``unetlib.phantom``."""
-    names = [f"unetlib.{path.stem}" for path in sorted((ROOT / "unetlib").glob("*.py"))
-             if not path.stem.startswith("_")]
+    names = [
+        f"unetlib.{path.stem}" for path in sorted((ROOT / "unetlib").glob("*.py")) if not path.stem.startswith("_")
+    ]
     return [importlib.import_module(name) for name in names + ["unetlib.phantom"]]
 
 
 def _parameters(callable_) -> list[str]:
     """The parameters a caller passes by name: no self/cls, no *args/**kwargs."""
-    return [parameter.name for parameter in inspect.signature(callable_).parameters.values()
-            if parameter.name not in ("self", "cls")
-            and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+    return [
+        parameter.name
+        for parameter in inspect.signature(callable_).parameters.values()
+        if parameter.name not in ("self", "cls")
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
 
 
 def _section_names(doc: str, header: str) -> set[str] | None:

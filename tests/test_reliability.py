@@ -21,6 +21,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import train_script as _train_script
+from conftest import write_nifti
 from unetlib.check import check_data
 from unetlib.cli import main
 from unetlib.config import make_config
@@ -32,9 +34,6 @@ from unetlib.phantom import generate_phantom
 from unetlib.prediction import predict_files
 from unetlib.training import train
 
-from conftest import train_script as _train_script, write_nifti
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -45,8 +44,13 @@ def _history_epochs(run: Path) -> list[int]:
 
 
 def _run_until_paused(script: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, "PAUSE": "1"})
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PAUSE": "1"},
+    )
     for line in process.stdout:
         if line.strip() == "paused":
             return process
@@ -68,8 +72,9 @@ def _finish(script: Path) -> None:
 
 def test_kill_9_mid_run_then_rerun_gives_each_epoch_once_and_a_loadable_model(tiny_phantom, tmp_path):
     out = tmp_path / "run"
-    script = _train_script(tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=4, patience=10)", out,
-                           pause_at_epoch=2)
+    script = _train_script(
+        tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=4, patience=10)", out, pause_at_epoch=2
+    )
     _kill(_run_until_paused(script))  # epochs 0 and 1 finished, killed at the start of epoch 2
     assert _history_epochs(out) == [0, 1] and not (out / "complete.json").exists()
     _finish(script)
@@ -82,8 +87,10 @@ def test_early_stopping_continues_where_it_was_after_a_kill(tiny_phantom, tmp_pa
     # A frozen network (no normalisation, learning rate 0) never improves after epoch 0, so with
     # patience 2 an uninterrupted run stops after epoch 2. Killed after epoch 1, the rerun must
     # stop there too, not start counting again.
-    config = ("make_config('smoke', data=%r, epochs=8, patience=2, normalisation='none', learning_rate=0.0)"
-              % str(tiny_phantom))
+    config = (
+        f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=8, patience=2, normalisation='none', "
+        "learning_rate=0.0)"
+    )
     out = tmp_path / "run"
     script = _train_script(tmp_path, config, out, pause_at_epoch=2)
     _kill(_run_until_paused(script))
@@ -91,7 +98,9 @@ def test_early_stopping_continues_where_it_was_after_a_kill(tiny_phantom, tmp_pa
     assert state["epoch"] == 2 and state["wait"] == 1 and state["seconds"] > 0
     _finish(script)
     assert _history_epochs(out) == [0, 1, 2]
-    assert json.loads((out / "complete.json").read_text())["seconds"] >= state["seconds"]  # the budget counts both sessions
+    assert (
+        json.loads((out / "complete.json").read_text())["seconds"] >= state["seconds"]
+    )  # the budget counts both sessions
 
 
 def test_rerunning_a_finished_run_does_not_double_its_history(tiny_phantom, tmp_path):
@@ -135,7 +144,9 @@ def test_a_run_whose_loss_turns_nan_fails_and_keeps_only_finite_models(tiny_phan
 
 def test_a_second_run_into_a_busy_folder_is_refused(tiny_phantom, tmp_path):
     out = tmp_path / "run"
-    script = _train_script(tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=3)", out, pause_at_epoch=1)
+    script = _train_script(
+        tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=3)", out, pause_at_epoch=1
+    )
     first = _run_until_paused(script)
     try:
         with pytest.raises(FileExistsError, match=f"another training run \\(pid {first.pid}\\)"):
@@ -192,7 +203,7 @@ def test_predict_checks_that_output_names_are_unique_before_writing(small_model,
 
 
 def test_predict_says_what_it_wrote_before_a_bad_input(small_model, tmp_path):
-    inputs = _slices(tmp_path / "in", [f"case_001_week_0_slice_{i}.nii.gz" for i in range(3)])
+    _slices(tmp_path / "in", [f"case_001_week_0_slice_{i}.nii.gz" for i in range(3)])
     broken = tmp_path / "in" / "case_001_week_0_slice_3.nii.gz"
     broken.write_bytes(b"not a nifti file")
     with pytest.raises(DataError, match=r"slice_3.nii.gz: cannot read[\s\S]*2 of 4 label file\(s\) were written"):
@@ -236,9 +247,24 @@ def _running(pid: int) -> bool:
 def test_phantom_overwrite_killed_midway_keeps_the_old_dataset_and_its_workers_die(tiny_phantom, tmp_path):
     out = Path(shutil.copytree(tiny_phantom, tmp_path / "root"))
     before = sorted(path.relative_to(out) for path in out.rglob("*.nii.gz"))
-    process = subprocess.Popen([sys.executable, "-m", "unetlib", "phantom", str(out), "--size", "tiny",
-                                "--seed", "1", "--workers", "2", "--overwrite"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unetlib",
+            "phantom",
+            str(out),
+            "--size",
+            "tiny",
+            "--seed",
+            "1",
+            "--workers",
+            "2",
+            "--overwrite",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     staging = tmp_path / ".root.partial"
     deadline = time.monotonic() + 60
     while not list(staging.rglob("*.nii.gz")) and time.monotonic() < deadline:
@@ -274,7 +300,9 @@ def test_a_truncated_cache_is_reported_in_one_line_and_rebuilt(tiny_phantom, cap
 def _one_slice_root(root: Path, label: int) -> Path:
     """A test split of one uncompressed slice (fixed file size) with a fixed modification time."""
     image = write_nifti(root / "keras_slices_test" / "case_001_week_0_slice_0.nii", np.ones((256, 128), np.float32))
-    mask = write_nifti(root / "keras_slices_seg_test" / "seg_001_week_0_slice_0.nii", np.full((256, 128), label, np.uint8))
+    mask = write_nifti(
+        root / "keras_slices_seg_test" / "seg_001_week_0_slice_0.nii", np.full((256, 128), label, np.uint8)
+    )
     for path in (image, mask):
         os.utime(path, ns=(10**18, 10**18))
     return root
@@ -311,14 +339,17 @@ def test_partial_cache_folders_of_dead_processes_are_cleaned_up(tiny_phantom):
 # --------------------------------------------------------------------------- arguments and files
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--batch-size", "0"], "--batch-size"),
-    (["train", "--features", "4,x"], "--features"),
-    (["train", "--learning-rate", "-1"], "--learning-rate"),
-    (["train", "--max-minutes", "nan"], "--max-minutes"),
-    (["phantom", "out", "--workers", "-1"], "--workers"),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--features", "4,x"], "--features"),
+        (["train", "--learning-rate", "-1"], "--learning-rate"),
+        (["train", "--max-minutes", "nan"], "--max-minutes"),
+        (["phantom", "out", "--workers", "-1"], "--workers"),
+    ],
+)
 def test_bad_arguments_get_a_usage_error_naming_them(argv, named, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -371,8 +402,10 @@ def test_check_data_warns_about_moved_masks_and_tiny_slices(phantom_copy):
     image = sorted((phantom_copy / "keras_slices_train").iterdir())[0]
     tiny = nib.Nifti1Image(np.ones((1, 1), np.float32), nib.load(image).affine)
     nib.save(tiny, image)
-    nib.save(nib.Nifti1Image(np.zeros((1, 1), np.float32), nib.load(image).affine),
-             phantom_copy / "keras_slices_seg_train" / image.name.replace("case_", "seg_"))
+    nib.save(
+        nib.Nifti1Image(np.zeros((1, 1), np.float32), nib.load(image).affine),
+        phantom_copy / "keras_slices_seg_train" / image.name.replace("case_", "seg_"),
+    )
     warnings = "\n".join(check_data(phantom_copy, progress=False).warnings)
     assert f"affine that differs from their image's, e.g. {mask}" in warnings
     assert f"zero-padded to it, e.g. {image}" in warnings

@@ -24,8 +24,6 @@ from unetlib.pipeline import augment_batch, make_dataset
 from unetlib.prediction import predict_files
 from unetlib.training import snapshot_indices, train
 
-from conftest import write_nifti
-
 
 def test_unet_shapes_names_and_softmax():
     model = build_unet((4, 8, 16))
@@ -107,8 +105,9 @@ def test_augmentation_moves_image_and_mask_together():
     again = augment_batch(tf.constant(image), tf.constant(labels), tf.constant([0, 4], tf.int64))[1].numpy()
     np.testing.assert_array_equal(again, out_labels)  # same seed, same augmentation
     # A decoded split stores float16 images: they augment the same, and come out float32.
-    half_image, half_labels = augment_batch(tf.constant(image.astype(np.float16)), tf.constant(labels),
-                                            tf.constant([0, 4], tf.int64))
+    half_image, half_labels = augment_batch(
+        tf.constant(image.astype(np.float16)), tf.constant(labels), tf.constant([0, 4], tf.int64)
+    )
     assert half_image.dtype == tf.float32
     np.testing.assert_array_equal(half_labels.numpy(), out_labels)
 
@@ -151,8 +150,17 @@ def test_pipeline_parallelism_does_not_change_the_batches():
     labels = rng.integers(0, 6, (12, 256, 128)).astype(np.uint8)
 
     def first_batches(parallel_calls=None, autotune=False):
-        dataset = make_dataset(images, labels, 4, shuffle=True, augment=True, repeat=True, seed=3,
-                               parallel_calls=parallel_calls, autotune=autotune)
+        dataset = make_dataset(
+            images,
+            labels,
+            4,
+            shuffle=True,
+            augment=True,
+            repeat=True,
+            seed=3,
+            parallel_calls=parallel_calls,
+            autotune=autotune,
+        )
         return [(x.numpy(), y.numpy()) for x, y in dataset.take(5)]
 
     default, two, tuned = first_batches(), first_batches(2), first_batches(autotune=True)
@@ -238,10 +246,33 @@ def test_every_config_field_is_a_train_flag_and_unset_flags_keep_the_preset(monk
 
     monkeypatch.delenv("UNETLIB_PROFILE", raising=False)
     parser = build_parser()
-    args = parser.parse_args(["train", "--preset", "quick", "--dropout", "0.1", "--patience", "3", "--no-augment",
-                              "--class-weights", "1,1,1,1,1,2", "--max-minutes", "none", "--loss", "ce"])
-    assert config_from_args(args) == make_config("quick", dropout=0.1, patience=3, augment=False, loss="ce",
-                                                 class_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 2.0), max_minutes=None)
+    args = parser.parse_args(
+        [
+            "train",
+            "--preset",
+            "quick",
+            "--dropout",
+            "0.1",
+            "--patience",
+            "3",
+            "--no-augment",
+            "--class-weights",
+            "1,1,1,1,1,2",
+            "--max-minutes",
+            "none",
+            "--loss",
+            "ce",
+        ]
+    )
+    assert config_from_args(args) == make_config(
+        "quick",
+        dropout=0.1,
+        patience=3,
+        augment=False,
+        loss="ce",
+        class_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 2.0),
+        max_minutes=None,
+    )
     assert config_from_args(parser.parse_args(["train"])) == make_config("quick")
     monkeypatch.setenv("UNETLIB_PROFILE", "smoke")  # the notebooks' rule, here too
     assert config_from_args(parser.parse_args(["train"])) == make_config("smoke")
@@ -254,8 +285,23 @@ def test_every_config_field_is_a_train_flag_and_unset_flags_keep_the_preset(monk
 
 
 def test_cli_training_logs_one_line_per_epoch_when_not_on_a_terminal(tiny_phantom, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "unetlib", "train", "--preset", "smoke", "--data", str(tiny_phantom),
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unetlib",
+            "train",
+            "--preset",
+            "smoke",
+            "--data",
+            str(tiny_phantom),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout and "\b" not in done.stdout  # no progress-bar redraws in a log file
     assert [line.split(" - ")[0] for line in done.stdout.splitlines() if " - loss: " in line] == ["4/4", "4/4"]

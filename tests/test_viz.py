@@ -87,8 +87,15 @@ def test_viewer_without_predictions_offers_ground_truth_only():
 
 
 def test_history_plot_has_loss_and_dice_panels():
-    figure = plot_history({"epoch": [0, 1], "loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
-                           "prostate_dice": [0.1, 0.4], "val_prostate_dice": [0.05, 0.3]})
+    figure = plot_history(
+        {
+            "epoch": [0, 1],
+            "loss": [1.0, 0.5],
+            "val_loss": [1.1, 0.7],
+            "prostate_dice": [0.1, 0.4],
+            "val_prostate_dice": [0.05, 0.3],
+        }
+    )
     loss_ax, dice_ax = figure.axes
     assert len(loss_ax.lines) == 2 and len(dice_ax.lines) == 2
     assert dice_ax.get_ylim() == (0, 1)
@@ -108,8 +115,12 @@ def test_probability_maps_show_each_class_and_the_label_map_they_give():
 
 
 def test_history_from_fit_with_sparse_validation_is_drawn_at_the_validated_epochs():
-    history = {"loss": [3.0, 2.0, 1.5, 1.0], "val_loss": [2.5, 2.4], "foreground_dice": [0.1, 0.3, 0.5, 0.9],
-               "val_foreground_dice": [0.2, 0.4]}
+    history = {
+        "loss": [3.0, 2.0, 1.5, 1.0],
+        "val_loss": [2.5, 2.4],
+        "foreground_dice": [0.1, 0.3, 0.5, 0.9],
+        "val_foreground_dice": [0.2, 0.4],
+    }
     loss_ax, dice_ax = plot_history(history, validation_every=2).axes
     train_line, validation_line = dice_ax.lines
     assert list(train_line.get_xdata()) == [1, 2, 3, 4]

@@ -21,7 +21,10 @@ if "tensorflow" in _sys.modules and not _onednn_chosen:
     _warnings.warn(
         "TensorFlow (or Keras) was imported before unetlib, so unetlib could not switch on its oneDNN "
         "CPU kernels; on CPUs without AVX-512 training may run about 2x slower. Import unetlib first, "
-        "or set TF_ENABLE_ONEDNN_OPTS=1 before starting Python.", RuntimeWarning, stacklevel=2)
+        "or set TF_ENABLE_ONEDNN_OPTS=1 before starting Python.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE, SLICE_SHAPE  # noqa: E402
 

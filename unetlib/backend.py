@@ -20,8 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["NATIVE_BFLOAT16_CPU_FLAGS", "cpu_flags", "native_bfloat16", "default_precision",
-           "resolve_precision"]
+__all__ = ["NATIVE_BFLOAT16_CPU_FLAGS", "cpu_flags", "native_bfloat16", "default_precision", "resolve_precision"]
 
 NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of CPUs with bfloat16 arithmetic in hardware (Intel Cooper Lake and
@@ -35,6 +34,7 @@ def _import_tensorflow_quietly() -> None:
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     except OSError:  # no usable file descriptors (unusual embedding): import normally
         import tensorflow  # noqa: F401
+
         return
     sys.stderr.flush()
     os.dup2(devnull, 2)

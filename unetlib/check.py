@@ -130,12 +130,16 @@ def check_data(root: Path | str, *, progress: bool = True) -> DataReport:
             report.without_prostate += not np.any(labels == PROSTATE)
     for report in reports:
         if report.tiny:
-            warnings.append(f"{report.split}: {len(report.tiny)} slice(s) are far smaller than 256x128 and are "
-                            f"zero-padded to it, e.g. {report.tiny[0]}")
+            warnings.append(
+                f"{report.split}: {len(report.tiny)} slice(s) are far smaller than 256x128 and are "
+                f"zero-padded to it, e.g. {report.tiny[0]}"
+            )
         if report.affine_mismatch:
-            warnings.append(f"{report.split}: {len(report.affine_mismatch)} mask(s) have an affine that differs from "
-                            f"their image's, e.g. {report.affine_mismatch[0]}; masks are paired with images pixel by "
-                            "pixel, so check they really lie on the image's grid")
+            warnings.append(
+                f"{report.split}: {len(report.affine_mismatch)} mask(s) have an affine that differs from "
+                f"their image's, e.g. {report.affine_mismatch[0]}; masks are paired with images pixel by "
+                "pixel, so check they really lie on the image's grid"
+            )
     for i, first in enumerate(reports):
         for second in reports[i + 1 :]:
             shared = first.cases & second.cases
@@ -145,4 +149,3 @@ def check_data(root: Path | str, *, progress: bool = True) -> DataReport:
                     "scores on the second may be optimistic"
                 )
     return DataReport(root, reports, problems, warnings)
-

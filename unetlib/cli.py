@@ -9,13 +9,25 @@ import math
 import sys
 from pathlib import Path
 
-from unetlib.layout import SPLITS
 from unetlib.errors import DataError, DistributeError, TrainingError
+from unetlib.layout import SPLITS
 from unetlib.phantom import SIZES
 
-__all__ = ["DESCRIPTION", "positive_int", "positive_float", "feature_list", "fraction",
-           "whole_number", "weight_list", "or_none", "CONFIG_FLAG_TYPES", "output_file",
-           "config_from_args", "build_parser", "main"]
+__all__ = [
+    "DESCRIPTION",
+    "positive_int",
+    "positive_float",
+    "feature_list",
+    "fraction",
+    "whole_number",
+    "weight_list",
+    "or_none",
+    "CONFIG_FLAG_TYPES",
+    "output_file",
+    "config_from_args",
+    "build_parser",
+    "main",
+]
 
 DESCRIPTION = """\
 2D UNet segmentation of pelvic MRI slices (HipMRI prostate study: background, body, bone,
@@ -28,17 +40,23 @@ real layout, generated on first use)."""
 
 def _number(kind: type, allowed, rule: str):
     """An argparse type: ``kind`` (int or float) parsed from the text, then checked by ``allowed``."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}"
+            ) from None
         if not allowed(value):
             raise argparse.ArgumentTypeError(f"{text} must be {rule}")
         return value
-    parse.__doc__ = (f"An argparse type: a {'whole number' if kind is int else 'number'}, {rule}.\n\n"
-                     "Args:\n    text: the flag's value as typed.\n\n"
-                     "Raises:\n    argparse.ArgumentTypeError: ``text`` is not such a number; argparse prints why.\n")
+
+    parse.__doc__ = (
+        f"An argparse type: a {'whole number' if kind is int else 'number'}, {rule}.\n\n"
+        "Args:\n    text: the flag's value as typed.\n\n"
+        "Raises:\n    argparse.ArgumentTypeError: ``text`` is not such a number; argparse prints why.\n"
+    )
     return parse
 
 
@@ -94,8 +112,10 @@ def or_none(kind):
     Returns:
         An argparse type giving None for ``none`` (any letter case), else ``kind(text)``.
     """
+
     def parse(text: str):
         return None if text.lower() == "none" else kind(text)
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -103,7 +123,11 @@ def or_none(kind):
 CONFIG_FLAG_TYPES = {
     "data": dict(type=Path, metavar="ROOT"),
     "features": dict(type=feature_list, metavar="F1,F2,..."),
-    "normalisation": {}, "upsampling": {}, "loss": {}, "precision": {}, "distribute": {},  # choices: unetlib.config.CHOICES
+    "normalisation": {},
+    "upsampling": {},
+    "loss": {},
+    "precision": {},
+    "distribute": {},  # choices: unetlib.config.CHOICES
     "dropout": dict(type=fraction),
     "class_weights": dict(type=or_none(weight_list), metavar="W0,...,W5|none"),
     "learning_rate": dict(type=positive_float),
@@ -131,8 +155,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         options = dict(CONFIG_FLAG_TYPES[name])
         if name in CHOICES:
             options["choices"] = CHOICES[name]
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
-                            help=help_text[name].replace("%", "%%"), **options)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=help_text[name].replace("%", "%%"),
+            **options,
+        )
 
 
 def output_file(text: str) -> Path:
@@ -189,8 +218,11 @@ def config_from_args(args: argparse.Namespace):
     """
     from unetlib.config import Config, default_preset, make_config
 
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)
-             if field.name != "preset" and hasattr(args, field.name)}
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Config)
+        if field.name != "preset" and hasattr(args, field.name)
+    }
     if "data" in given:
         given["data"] = str(given["data"])
     return make_config(args.preset or default_preset(), **given)
@@ -206,8 +238,10 @@ def _train(args: argparse.Namespace) -> int:
     if result.reused:
         print(f"Reusing the finished run of this config in {out}")
     if result.replicas and result.replicas > 1:
-        print(f"Trained on {result.replicas} replicas ({config.distribute}): "
-              f"{config.batch_size * result.replicas} slices per step")
+        print(
+            f"Trained on {result.replicas} replicas ({config.distribute}): "
+            f"{config.batch_size * result.replicas} slices per step"
+        )
     if not result.chief:
         print(f"This worker's part is done; the chief writes the run to {out}")
         return 0
@@ -231,8 +265,9 @@ def _predict(args: argparse.Namespace) -> int:
     from unetlib.evaluation import load_model
     from unetlib.prediction import predict_files
 
-    written = predict_files(load_model(args.model), args.inputs, args.out, probabilities=args.probabilities,
-                            overwrite=args.overwrite)
+    written = predict_files(
+        load_model(args.model), args.inputs, args.out, probabilities=args.probabilities, overwrite=args.overwrite
+    )
     print(f"Wrote {len(written)} label file(s) to {args.out}")
     return 0
 
@@ -243,7 +278,9 @@ def _add_data_option(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``unetlib`` argument parser: one sub-command per job, each with its own ``--help``."""
-    parser = argparse.ArgumentParser(prog="unetlib", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="unetlib", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show informational log messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -257,10 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         "human's. The same seed writes the same bytes.",
     )
     phantom.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
-    phantom.add_argument("--size", choices=list(SIZES), default="small",
-                         help="; ".join(f"{name}: {' / '.join(f'{size.count(s):,}' for s in SPLITS)} slices"
-                                        for name, size in SIZES.items())
-                         + " (train / validate / test; default small; full matches the real dataset)")
+    phantom.add_argument(
+        "--size",
+        choices=list(SIZES),
+        default="small",
+        help="; ".join(
+            f"{name}: {' / '.join(f'{size.count(s):,}' for s in SPLITS)} slices" for name, size in SIZES.items()
+        )
+        + " (train / validate / test; default small; full matches the real dataset)",
+    )
     phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     phantom.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: all cores)")
     phantom.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds files")
@@ -274,8 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
         "problem found, each naming its file. Exit status 0 when the data is usable, 1 when any "
         "problem was found, 2 when ROOT is not a data root at all.",
     )
-    check.add_argument("root", type=Path, nargs="?", metavar="ROOT",
-                       help="data root holding keras_slices_* folders (default: as described in unetlib --help)")
+    check.add_argument(
+        "root",
+        type=Path,
+        nargs="?",
+        metavar="ROOT",
+        help="data root holding keras_slices_* folders (default: as described in unetlib --help)",
+    )
     check.set_defaults(run=_check_data)
 
     from unetlib.config import PRESET_ALIASES, PRESETS
@@ -289,11 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
     )
-    train.add_argument("--preset", choices=list(PRESETS) + list(PRESET_ALIASES), default=None,
-                       metavar="{" + ",".join(PRESETS) + "}",
-                       help="original (or seed): the course's original recipe; "
-                       "quick: our laptop default (10 min budget); smoke: seconds, for tests; full: a long run "
-                       "(default: UNETLIB_PROFILE when set, else quick)")
+    train.add_argument(
+        "--preset",
+        choices=list(PRESETS) + list(PRESET_ALIASES),
+        default=None,
+        metavar="{" + ",".join(PRESETS) + "}",
+        help="original (or seed): the course's original recipe; "
+        "quick: our laptop default (10 min budget); smoke: seconds, for tests; full: a long run "
+        "(default: UNETLIB_PROFILE when set, else quick)",
+    )
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
     _add_config_flags(train.add_argument_group("config (each flag overrides the preset's value)"))
@@ -310,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
     _add_data_option(evaluate)
-    evaluate.add_argument("--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)")
+    evaluate.add_argument(
+        "--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)"
+    )
     evaluate.add_argument("--json", type=output_file, metavar="FILE", help="also write the scores as JSON")
     evaluate.set_defaults(run=_evaluate)
 
@@ -327,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="NIfTI slice(s) or folder(s)")
     predict.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the label files")
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
-    predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist (default: refuse)")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace output files that already exist (default: refuse)"
+    )
     predict.set_defaults(run=_predict)
     return parser
 

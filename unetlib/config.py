@@ -15,8 +15,19 @@ from pathlib import Path
 
 from unetlib.files import write_atomic
 
-__all__ = ["LOSSES", "NORMALISATIONS", "UPSAMPLINGS", "PRECISIONS", "DISTRIBUTIONS", "CHOICES", "Config", "PRESETS",
-           "PRESET_ALIASES", "make_config", "default_preset"]
+__all__ = [
+    "LOSSES",
+    "NORMALISATIONS",
+    "UPSAMPLINGS",
+    "PRECISIONS",
+    "DISTRIBUTIONS",
+    "CHOICES",
+    "Config",
+    "PRESETS",
+    "PRESET_ALIASES",
+    "make_config",
+    "default_preset",
+]
 
 
 LOSSES = ("ce", "dice", "dice_ce")
@@ -25,8 +36,12 @@ UPSAMPLINGS = ("transpose", "bilinear")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 CHOICES: dict[str, tuple[str, ...]] = {
-    "normalisation": NORMALISATIONS, "upsampling": UPSAMPLINGS, "loss": LOSSES, "precision": PRECISIONS,
-    "distribute": DISTRIBUTIONS}
+    "normalisation": NORMALISATIONS,
+    "upsampling": UPSAMPLINGS,
+    "loss": LOSSES,
+    "precision": PRECISIONS,
+    "distribute": DISTRIBUTIONS,
+}
 """The allowed values of each config field that names a choice: the one list the config, the
 model, the losses and the CLI all use."""
 
@@ -101,7 +116,7 @@ class Config:
         """Number of down-sampling steps (encoder levels below the bridge)."""
         return len(self.features) - 1
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         """A copy with some fields changed. ``None`` is a value like any other (``max_minutes=None``
         lifts the time budget); callers with optional overrides leave unset ones out.
 
@@ -130,7 +145,10 @@ class Config:
                 help_text[name] = text
             elif name and line.strip():
                 help_text[name] += " " + line.strip()
-        plain = lambda text: re.sub(r":\w+:`~?(?:[\w]+\.)*(\w+)`", r"\1", text).replace("``", "")  # no reST markup
+
+        def plain(text: str) -> str:  # no reST markup
+            return re.sub(r":\w+:`~?(?:[\w]+\.)*(\w+)`", r"\1", text).replace("``", "")
+
         return {name: plain(text) for name, text in help_text.items()}
 
     def to_dict(self) -> dict:
@@ -145,7 +163,7 @@ class Config:
         write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path | str) -> "Config":
+    def load(cls, path: Path | str) -> Config:
         """Read a config written by :meth:`save`.
 
         Args:
@@ -165,8 +183,17 @@ class Config:
 PRESETS: dict[str, dict] = {
     # The original course recipe: a 20.5M-parameter UNet with plain 3×3 conv + ReLU blocks,
     # no normalisation, transposed-conv upsampling, Adam and categorical cross-entropy.
-    "original": dict(features=(64, 128, 256, 512, 512), normalisation="none", upsampling="transpose",
-                     loss="ce", learning_rate=1e-3, batch_size=32, augment=False, prostate_oversampling=1, epochs=40),
+    "original": dict(
+        features=(64, 128, 256, 512, 512),
+        normalisation="none",
+        upsampling="transpose",
+        loss="ce",
+        learning_rate=1e-3,
+        batch_size=32,
+        augment=False,
+        prostate_oversampling=1,
+        epochs=40,
+    ),
     # Our default for a laptop CPU: small, batch-normalised, Dice + cross-entropy, augmented.
     "quick": dict(max_minutes=10.0),
     # For tests: a tiny network on a few slices, a couple of epochs — seconds.

@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -36,11 +37,33 @@ from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir
 from unetlib.phantom import generate_phantom
 
-__all__ = ["PROJECT_ROOT", "DATA_DIR", "DEFAULT_PHANTOM_SIZE", "CACHE_VERSION",
-           "SPLIT_IMAGE_DTYPE", "SlicePair", "volume_key", "SplitArrays", "scan_split",
-           "find_pairs", "fit_to_shape", "read_image", "read_mask", "read_pair", "normalise",
-           "cache_dir", "load_split", "resolve_data_root", "SPLITS", "CACHE_FOLDER", "image_dir",
-           "mask_dir", "is_nifti", "has_layout", "DataError"]
+__all__ = [
+    "PROJECT_ROOT",
+    "DATA_DIR",
+    "DEFAULT_PHANTOM_SIZE",
+    "CACHE_VERSION",
+    "SPLIT_IMAGE_DTYPE",
+    "SlicePair",
+    "volume_key",
+    "SplitArrays",
+    "scan_split",
+    "find_pairs",
+    "fit_to_shape",
+    "read_image",
+    "read_mask",
+    "read_pair",
+    "normalise",
+    "cache_dir",
+    "load_split",
+    "resolve_data_root",
+    "SPLITS",
+    "CACHE_FOLDER",
+    "image_dir",
+    "mask_dir",
+    "is_nifti",
+    "has_layout",
+    "DataError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +84,7 @@ noise — in half the memory of float32: the full-size train split takes 1.1 GiB
 1.75. Batches are cast to float32 on their way to the model. Raw (un-normalised) images stay
 float32, where scanner values in the thousands would lose precision."""
 
-_NAME = re.compile(
-    r"^(?P<prefix>case|seg)_(?P<case>\d+)_week_(?P<week>\d+)_slice_(?P<slice>\d+)\.nii(?:\.gz)?$"
-)
+_NAME = re.compile(r"^(?P<prefix>case|seg)_(?P<case>\d+)_week_(?P<week>\d+)_slice_(?P<slice>\d+)\.nii(?:\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -123,9 +144,7 @@ def _index_folder(folder: Path, prefix: str, problems: list[str]) -> dict[str, t
             continue  # README files, thumbnails, .DS_Store: not part of the dataset
         match = _NAME.match(path.name)
         if match is None or match["prefix"] != prefix:
-            problems.append(
-                f"{path}: name does not follow {prefix}_XXX_week_W_slice_S.nii.gz"
-            )
+            problems.append(f"{path}: name does not follow {prefix}_XXX_week_W_slice_S.nii.gz")
             continue
         key = path.name[len(prefix) + 1 :].split(".nii")[0]
         if key in index:
@@ -169,9 +188,7 @@ def scan_split(root: Path | str, split: str) -> tuple[list[SlicePair], list[str]
     pairs = []
     for key in images.keys() & masks.keys():
         path, match = images[key]
-        pairs.append(
-            SlicePair(key, path, masks[key][0], int(match["case"]), int(match["week"]), int(match["slice"]))
-        )
+        pairs.append(SlicePair(key, path, masks[key][0], int(match["case"]), int(match["week"]), int(match["slice"])))
     pairs.sort(key=lambda p: (p.case, p.week, p.slice))
     return pairs, problems
 
@@ -280,14 +297,18 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
     if not np.issubdtype(data.dtype, np.number):
         raise DataError(f"{path}: image has non-numeric type {data.dtype}")
     if np.iscomplexobj(data):
-        raise DataError(f"{path}: image holds complex values ({data.dtype}); expected real intensities "
-                        "(save the magnitude, e.g. np.abs)")
+        raise DataError(
+            f"{path}: image holds complex values ({data.dtype}); expected real intensities "
+            "(save the magnitude, e.g. np.abs)"
+        )
     bad = np.count_nonzero(~np.isfinite(data))
     if bad:
         raise DataError(f"{path}: {bad} non-finite intensity values (NaN or inf)")
     largest = float(np.max(np.abs(data))) if data.size else 0.0
     if largest > float(np.finfo(np.float32).max):
-        raise DataError(f"{path}: intensities up to {largest:.3g} exceed the float32 range (±3.4e38) the network computes in")
+        raise DataError(
+            f"{path}: intensities up to {largest:.3g} exceed the float32 range (±3.4e38) the network computes in"
+        )
     return fit_to_shape(data.astype(np.float32, copy=False)), data.shape
 
 
@@ -299,7 +320,10 @@ def _read_mask(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
         raise DataError(f"{path}: mask holds non-finite values (NaN or inf)")
     fractional = data[data != np.round(data)]
     if fractional.size:
-        raise DataError(f"{path}: mask holds non-integer values (e.g. {float(fractional.flat[0])!r}); labels must be whole numbers 0..{NUM_CLASSES - 1}")
+        raise DataError(
+            f"{path}: mask holds non-integer values (e.g. {float(fractional.flat[0])!r}); "
+            f"labels must be whole numbers 0..{NUM_CLASSES - 1}"
+        )
     outside = np.unique(data[(data < 0) | (data >= NUM_CLASSES)])
     if outside.size:
         values = ", ".join(f"{v:g}" for v in outside[:5])
@@ -376,7 +400,9 @@ def _fingerprint(root: Path | str, pairs: Iterable[SlicePair], normalised: bool)
     for pair in pairs:
         for path in (pair.image_path, pair.mask_path):
             stat = path.stat()
-            digest.update(f"\n{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\t{stat.st_ino}".encode())
+            digest.update(
+                f"\n{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\t{stat.st_ino}".encode()
+            )
     return digest.hexdigest()[:20]
 
 
@@ -386,8 +412,11 @@ def _read_cache(cached: Path, count: int) -> SplitArrays | None:
     if not (cached / "keys.json").is_file():
         return None
     try:
-        split = SplitArrays(np.load(cached / "images.npy"), np.load(cached / "labels.npy"),
-                            json.loads((cached / "keys.json").read_text())["keys"])
+        split = SplitArrays(
+            np.load(cached / "images.npy"),
+            np.load(cached / "labels.npy"),
+            json.loads((cached / "keys.json").read_text())["keys"],
+        )
         if not len(split.images) == len(split.labels) == len(split.keys) == count:
             raise ValueError(f"holds {len(split.keys)} slices, the split has {count}")
         return split

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import json
 import logging
 import os
@@ -111,7 +113,8 @@ def _logical_cpus(count: int) -> list[str]:
             raise DistributeError(
                 f"{CPU_REPLICAS_VARIABLE}={count}: TensorFlow has already started in this process with "
                 f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s); set the variable before "
-                "anything runs on TensorFlow (e.g. in a fresh process: unetlib train --distribute mirrored)") from None
+                "anything runs on TensorFlow (e.g. in a fresh process: unetlib train --distribute mirrored)"
+            ) from None
     return [device.name for device in tf.config.list_logical_devices("CPU")][:count]
 
 
@@ -130,8 +133,10 @@ def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if "SLURM_JOB_ID" in os.environ and "SLURM_PROCID" in os.environ:
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
-    raise DistributeError("--distribute multiworker needs the cluster: set TF_CONFIG on every worker, "
-                          "or start the workers with srun inside a Slurm job (see scripts/)")
+    raise DistributeError(
+        "--distribute multiworker needs the cluster: set TF_CONFIG on every worker, "
+        "or start the workers with srun inside a Slurm job (see scripts/)"
+    )
 
 
 def _chief_first(resolver) -> tuple[int, int]:
@@ -160,8 +165,12 @@ def make_placement(name: str) -> Placement:
         if tf.config.list_physical_devices("GPU"):
             return Placement(name, tf.distribute.MirroredStrategy())
         count = cpu_replicas()
-        logger.warning("--distribute mirrored: no GPU is visible, so it runs on %d logical CPU device(s) (%s); for "
-                       "GPUs install TensorFlow's CUDA build (pip install -e '.[gpu]')", count, CPU_REPLICAS_VARIABLE)
+        logger.warning(
+            "--distribute mirrored: no GPU is visible, so it runs on %d logical CPU device(s) (%s); for "
+            "GPUs install TensorFlow's CUDA build (pip install -e '.[gpu]')",
+            count,
+            CPU_REPLICAS_VARIABLE,
+        )
         return Placement(name, tf.distribute.MirroredStrategy(_logical_cpus(count)))
     if name == "multiworker":
         resolver = cluster_resolver()
@@ -196,12 +205,18 @@ def _mend_keras_multiworker() -> None:
         reduce_per_replica = trainer.reduce_per_replica
         multi_worker = trainer._collective_all_reduce_multi_worker
     except AttributeError:  # a Keras built differently: nothing of ours to mend there
-        logger.warning("this Keras (%s) lacks the places unetlib mends for multi-worker training; running it as it is",
-                       keras_version())
+        logger.warning(
+            "this Keras (%s) lacks the places unetlib mends for multi-worker training; running it as it is",
+            keras_version(),
+        )
         return
 
     def local_part(strategy, value):
-        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) else value
+        return (
+            strategy.experimental_local_results(value)[0]
+            if isinstance(value, tf.distribute.DistributedValues)
+            else value
+        )
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
         if iterator is None or not multi_worker(self.distribute_strategy):
@@ -209,7 +224,9 @@ def _mend_keras_multiworker() -> None:
         for _, _, batches in iterator:
             batch = next(batches)
             break
-        return symbolic_build(self, data_batch=tree.map_structure(lambda v: local_part(self.distribute_strategy, v), batch))
+        return symbolic_build(
+            self, data_batch=tree.map_structure(lambda v: local_part(self.distribute_strategy, v), batch)
+        )
 
     def reduce_scalars_whole(values, strategy, reduction):
         if not multi_worker(strategy) or reduction not in ("auto", "mean"):
@@ -219,6 +236,7 @@ def _mend_keras_multiworker() -> None:
             if local_part(strategy, value).shape.rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return reduce_per_replica(value, strategy, reduction)
+
         return tree.map_structure(reduce, values)
 
     trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import json
 import math
 import warnings
@@ -21,15 +23,24 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+import unetlib.model  # noqa: F401  (registers the custom layers for loading)
 from unetlib.data import find_pairs, load_split, resolve_data_root, volume_key
 from unetlib.errors import DataError
 from unetlib.files import write_atomic
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
-import unetlib.model  # noqa: F401  (registers the custom layers for loading)
 
-__all__ = ["load_model", "predict_probabilities", "predict_labels", "EvaluationReport",
-           "format_comparison", "score", "pixel_spacings", "evaluate", "write_json"]
+__all__ = [
+    "load_model",
+    "predict_probabilities",
+    "predict_labels",
+    "EvaluationReport",
+    "format_comparison",
+    "score",
+    "pixel_spacings",
+    "evaluate",
+    "write_json",
+]
 
 CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
 """The course criterion: prostate Dice ≥ 0.75 on the test split."""
@@ -61,8 +72,9 @@ def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, 
         yield start, np.asarray(model.predict_on_batch(images[start : start + batch_size].astype(np.float32)))
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 16,
-                          progress: bool = True) -> np.ndarray:
+def predict_probabilities(
+    model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True
+) -> np.ndarray:
     """The softmax output ``[N,H,W,classes]`` float32 for images ``[N,H,W,1]``: one probability per
     class and pixel (6 float32 per pixel, about 0.8 MB a slice; use :func:`predict_labels` for
     labels alone).
@@ -167,7 +179,8 @@ class EvaluationReport:
     def format_table(self) -> str:
         lines = [
             f"Split: {self.split} ({self.slices} slices, {self.volumes} volumes)",
-            f"{'class':<11}{'Dice':>7}{'volume Dice (mean ± sd)':>25}{'slice Dice (mean ± sd)':>25}{'IoU':>7}{'HD95 mm':>9}",
+            f"{'class':<11}{'Dice':>7}{'volume Dice (mean ± sd)':>25}{'slice Dice (mean ± sd)':>25}"
+            f"{'IoU':>7}{'HD95 mm':>9}",
         ]
         for c, name in enumerate(LABELS):
             lines.append(
@@ -178,8 +191,10 @@ class EvaluationReport:
             )
         lines.append(f"mean foreground Dice: {self.mean_foreground_dice:.3f}")
         verdict = "PASS" if self.passed else "FAIL"
-        lines.append(f"course criterion ({CRITERION_LABEL} Dice >= {CRITERION_MIN_DICE}): {verdict} "
-                     f"({self.pooled_dice[PROSTATE]:.3f})")
+        lines.append(
+            f"course criterion ({CRITERION_LABEL} Dice >= {CRITERION_MIN_DICE}): {verdict} "
+            f"({self.pooled_dice[PROSTATE]:.3f})"
+        )
         return "\n".join(lines)
 
 
@@ -195,8 +210,11 @@ def format_comparison(reports: dict[str, EvaluationReport]) -> str:
     width = max(len(name) for name in reports) + 2
     lines = [f"{'run':<{width}}" + "".join(f"{name:>10}" for name in LABELS[1:]) + f"{'mean':>8}"]
     for name, report in reports.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{value:>10.3f}" for value in report.pooled_dice[1:])
-                     + f"{report.mean_foreground_dice:>8.3f}")
+        lines.append(
+            f"{name:<{width}}"
+            + "".join(f"{value:>10.3f}" for value in report.pooled_dice[1:])
+            + f"{report.mean_foreground_dice:>8.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -208,8 +226,9 @@ def _number(value: float) -> float | None | str:
     return "inf" if math.isinf(value) else round(value, 5)
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: str = "", keys=None, *,
-          with_hd95: bool = True) -> EvaluationReport:
+def score(
+    y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: str = "", keys=None, *, with_hd95: bool = True
+) -> EvaluationReport:
     """Score predicted label maps against the truth; ``spacings[N, 2]`` are mm per pixel.
 
     Slices are grouped into volumes by the case-week of their ``keys``
@@ -252,9 +271,21 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, spacings: np.ndarray, split: s
         per_volume = np.array([dice_from_confusion(matrix) for matrix in volume_confusion.values()])
         volume_mean, volume_sd = np.nanmean(per_volume, axis=0), np.nanstd(per_volume, axis=0)
         hd95 = np.nanmean(distances, axis=0)
-    return EvaluationReport(split, len(y_true), dice_from_confusion(confusion), iou_from_confusion(confusion),
-                            slice_mean, slice_sd, volume_mean, volume_sd, len(volume_confusion), hd95, confusion,
-                            per_slice, keys)
+    return EvaluationReport(
+        split,
+        len(y_true),
+        dice_from_confusion(confusion),
+        iou_from_confusion(confusion),
+        slice_mean,
+        slice_sd,
+        volume_mean,
+        volume_sd,
+        len(volume_confusion),
+        hd95,
+        confusion,
+        per_slice,
+        keys,
+    )
 
 
 def pixel_spacings(root: Path | str, split: str) -> np.ndarray:
@@ -275,8 +306,14 @@ def pixel_spacings(root: Path | str, split: str) -> np.ndarray:
     return np.array([nib.load(p.image_path).header.get_zooms()[:2] for p in find_pairs(root, split)], dtype=float)
 
 
-def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, split: str = "test",
-             *, progress: bool = True, with_hd95: bool = True) -> tuple[EvaluationReport, np.ndarray]:
+def evaluate(
+    model: keras.Model | Path | str,
+    root: Path | str | None = None,
+    split: str = "test",
+    *,
+    progress: bool = True,
+    with_hd95: bool = True,
+) -> tuple[EvaluationReport, np.ndarray]:
     """Predict ``split`` with ``model`` and score it (see :func:`score`); returns the report and
     the predictions.
 
@@ -299,7 +336,9 @@ def evaluate(model: keras.Model | Path | str, root: Path | str | None = None, sp
     root = resolve_data_root(root)
     data = load_split(root, split, progress=progress)
     predictions = predict_labels(model, data.images, progress=progress)
-    return score(data.labels, predictions, pixel_spacings(root, split), split, data.keys, with_hd95=with_hd95), predictions
+    return score(
+        data.labels, predictions, pixel_spacings(root, split), split, data.keys, with_hd95=with_hd95
+    ), predictions
 
 
 def write_json(report: EvaluationReport, path: Path | str) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import keras
 from keras import ops
 
@@ -158,8 +160,11 @@ def get_loss(name: str, class_weights=None) -> keras.losses.Loss:
     Raises:
         ValueError: ``name`` is not one of :data:`unetlib.config.LOSSES`.
     """
-    makers = {"ce": lambda: CrossEntropy(class_weights), "dice": SoftDice,
-              "dice_ce": lambda: DiceCrossEntropy(class_weights)}
+    makers = {
+        "ce": lambda: CrossEntropy(class_weights),
+        "dice": SoftDice,
+        "dice_ce": lambda: DiceCrossEntropy(class_weights),
+    }
     assert tuple(makers) == LOSSES  # one list of names, in config.py
     if name not in makers:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")

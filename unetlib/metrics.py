@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import keras
 import numpy as np
 from keras import ops
@@ -21,8 +23,16 @@ from scipy import ndimage
 
 from unetlib.labels import NUM_CLASSES
 
-__all__ = ["confusion_matrix", "dice_from_confusion", "iou_from_confusion", "dice_per_class",
-           "iou_per_class", "hausdorff95", "surface_distances", "PooledDice"]
+__all__ = [
+    "confusion_matrix",
+    "dice_from_confusion",
+    "iou_from_confusion",
+    "dice_per_class",
+    "iou_per_class",
+    "hausdorff95",
+    "surface_distances",
+    "PooledDice",
+]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -46,8 +56,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def _per_class(numerator: np.ndarray, denominator: np.ndarray, matrix: np.ndarray,
-               ignore_empty: bool, include_background: bool) -> np.ndarray:
+def _per_class(
+    numerator: np.ndarray, denominator: np.ndarray, matrix: np.ndarray, ignore_empty: bool, include_background: bool
+) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(denominator > 0, numerator / denominator, np.nan)
     if ignore_empty:
@@ -57,7 +68,9 @@ def _per_class(numerator: np.ndarray, denominator: np.ndarray, matrix: np.ndarra
     return values
 
 
-def dice_from_confusion(matrix: np.ndarray, *, ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+def dice_from_confusion(
+    matrix: np.ndarray, *, ignore_empty: bool = True, include_background: bool = True
+) -> np.ndarray:
     """Per-class Dice ``2TP / (2TP + FP + FN)`` from a confusion matrix ``[true, predicted]``.
 
     Args:
@@ -82,8 +95,14 @@ def iou_from_confusion(matrix: np.ndarray, *, ignore_empty: bool = True, include
     return _per_class(tp, matrix.sum(axis=0) + matrix.sum(axis=1) - tp, matrix, ignore_empty, include_background)
 
 
-def dice_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES, *,
-                   ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+def dice_per_class(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int = NUM_CLASSES,
+    *,
+    ignore_empty: bool = True,
+    include_background: bool = True,
+) -> np.ndarray:
     """Dice of each class, pooled over every voxel given (one slice or a whole split).
 
     Returns ``num_classes`` values in [0, 1], NaN where undefined (see the module's conventions).
@@ -98,12 +117,19 @@ def dice_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NU
     Raises:
         ValueError: ``y_true`` and ``y_pred`` hold different numbers of voxels.
     """
-    return dice_from_confusion(confusion_matrix(y_true, y_pred, num_classes),
-                               ignore_empty=ignore_empty, include_background=include_background)
+    return dice_from_confusion(
+        confusion_matrix(y_true, y_pred, num_classes), ignore_empty=ignore_empty, include_background=include_background
+    )
 
 
-def iou_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES, *,
-                  ignore_empty: bool = True, include_background: bool = True) -> np.ndarray:
+def iou_per_class(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int = NUM_CLASSES,
+    *,
+    ignore_empty: bool = True,
+    include_background: bool = True,
+) -> np.ndarray:
     """Intersection over union of each class, pooled; the same conventions as :func:`dice_per_class`.
 
     Args:
@@ -116,8 +142,9 @@ def iou_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM
     Raises:
         ValueError: ``y_true`` and ``y_pred`` hold different numbers of voxels.
     """
-    return iou_from_confusion(confusion_matrix(y_true, y_pred, num_classes),
-                              ignore_empty=ignore_empty, include_background=include_background)
+    return iou_from_confusion(
+        confusion_matrix(y_true, y_pred, num_classes), ignore_empty=ignore_empty, include_background=include_background
+    )
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -148,8 +175,9 @@ def hausdorff95(true_mask: np.ndarray, pred_mask: np.ndarray, spacing: tuple[flo
     return float(max(np.percentile(pred_to_true, 95), np.percentile(true_to_pred, 95)))
 
 
-def surface_distances(true_mask: np.ndarray, pred_mask: np.ndarray,
-                      spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(
+    true_mask: np.ndarray, pred_mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances in mm from each boundary pixel of the prediction to the nearest boundary pixel
     of the truth, and from each true boundary pixel to the prediction's (both masks non-empty).
 
@@ -183,7 +211,9 @@ class PooledDice(keras.metrics.Metric):
         **kwargs: passed on to ``keras.metrics.Metric`` (e.g. ``dtype``).
     """
 
-    def __init__(self, class_ids=tuple(range(1, NUM_CLASSES)), num_classes=NUM_CLASSES, name="foreground_dice", **kwargs):
+    def __init__(
+        self, class_ids=tuple(range(1, NUM_CLASSES)), num_classes=NUM_CLASSES, name="foreground_dice", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         self.class_ids, self.num_classes = list(class_ids), num_classes
         self.intersection = self.add_variable(shape=(len(self.class_ids),), initializer="zeros", name="intersection")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -15,8 +17,16 @@ from keras import layers
 from unetlib.config import CHOICES, Config
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 
-__all__ = ["FusedBatchNormalization", "conv_block", "down", "up", "build_unet",
-           "build_from_config", "receptive_field", "forward_flops_per_slice"]
+__all__ = [
+    "FusedBatchNormalization",
+    "conv_block",
+    "down",
+    "up",
+    "build_unet",
+    "build_from_config",
+    "receptive_field",
+    "forward_flops_per_slice",
+]
 
 
 @keras.saving.register_keras_serializable(package="unetlib")
@@ -55,8 +65,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
-                                                       epsilon=self.epsilon, is_training=False)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                gamma,
+                beta,
+                mean=self.moving_mean,
+                variance=self.moving_variance,
+                epsilon=self.epsilon,
+                is_training=False,
+            )
         return tf.cast(y, self.compute_dtype)
 
 
@@ -74,8 +91,14 @@ def conv_block(x, filters: int, name: str, normalisation: str = "batch", dropout
         A tensor of the same height and width with ``filters`` channels.
     """
     for index in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=normalisation == "none",
-                          kernel_initializer="he_normal", name=f"{name}_conv{index}")(x)
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=normalisation == "none",
+            kernel_initializer="he_normal",
+            name=f"{name}_conv{index}",
+        )(x)
         if normalisation == "batch":
             x = FusedBatchNormalization(name=f"{name}_norm{index}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
@@ -174,8 +197,9 @@ def build_from_config(config) -> keras.Model:
         config: its ``features``, ``normalisation``, ``dropout`` and ``upsampling`` are used; the
             input is one 256×128 slice and the output has 6 classes.
     """
-    return build_unet(config.features, normalisation=config.normalisation,
-                      dropout=config.dropout, upsampling=config.upsampling)
+    return build_unet(
+        config.features, normalisation=config.normalisation, dropout=config.dropout, upsampling=config.upsampling
+    )
 
 
 def receptive_field(depth: int, convs_per_block: int = 2) -> list[int]:

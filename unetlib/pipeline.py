@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 import math
 import os
 
@@ -21,8 +23,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MAX_ROTATION_DEGREES", "SCALE_RANGE", "PREFETCH_BATCHES", "pipeline_threads",
-           "augment_batch", "make_dataset", "steps_for"]
+__all__ = [
+    "MAX_ROTATION_DEGREES",
+    "SCALE_RANGE",
+    "PREFETCH_BATCHES",
+    "pipeline_threads",
+    "augment_batch",
+    "make_dataset",
+    "steps_for",
+]
 
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)

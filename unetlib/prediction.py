@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
+# isort: split
+
 from pathlib import Path
 
 import keras
@@ -45,7 +47,7 @@ def output_name(path: Path, suffix: str = "") -> str:
         ``seg_004_week_0_slice_3.nii.gz``, ``scan.nii.gz`` → ``scan_seg.nii.gz``.
     """
     stem = path.name.split(".nii")[0]
-    stem = "seg_" + stem[len("case_"):] if stem.startswith("case_") else stem + "_seg"
+    stem = "seg_" + stem[len("case_") :] if stem.startswith("case_") else stem + "_seg"
     return f"{stem}{suffix}.nii.gz"
 
 
@@ -54,25 +56,38 @@ def _check_targets(files: list[Path], out: Path, probabilities: bool, overwrite:
     dataset's image or mask folders, and no existing file replaced unless ``overwrite``."""
     for folder in (out, *out.resolve().parents):
         if folder.name.startswith("keras_slices_"):
-            raise DataError(f"{out}: inside the dataset folder {folder}; predictions there could replace "
-                            "or be mistaken for its images and masks. Choose an --out outside the dataset")
+            raise DataError(
+                f"{out}: inside the dataset folder {folder}; predictions there could replace "
+                "or be mistaken for its images and masks. Choose an --out outside the dataset"
+            )
     suffixes = ("", "_prob") if probabilities else ("",)
     sources: dict[Path, Path] = {}
     for path in files:
         for suffix in suffixes:
             target = out / output_name(path, suffix)
             if target in sources:
-                raise DataError(f"{sources[target]} and {path} would both be written to {target}; "
-                                "predict them into separate --out folders")
+                raise DataError(
+                    f"{sources[target]} and {path} would both be written to {target}; "
+                    "predict them into separate --out folders"
+                )
             sources[target] = path
     existing = [target for target in sources if target.exists()]
     if existing and not overwrite:
-        raise DataError(f"{out}: {len(existing)} output file(s) already exist (e.g. {existing[0].name}); "
-                        "pass --overwrite to replace them, or choose another --out")
+        raise DataError(
+            f"{out}: {len(existing)} output file(s) already exist (e.g. {existing[0].name}); "
+            "pass --overwrite to replace them, or choose another --out"
+        )
 
 
-def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str, *,
-                  probabilities: bool = False, overwrite: bool = False, batch_size: int = 16) -> list[Path]:
+def predict_files(
+    model: keras.Model,
+    inputs: list[Path | str],
+    out: Path | str,
+    *,
+    probabilities: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+) -> list[Path]:
     """Segment NIfTI slices and write one label file per input under ``out``.
 
     Each input is read, validated and brought to 256×128 exactly as the loader does;
@@ -113,8 +128,10 @@ def predict_files(model: keras.Model, inputs: list[Path | str], out: Path | str,
             batch = np.stack([normalise(read_image(path)) for path in chunk])[..., None]
         except DataError as exc:
             done = f"{written[0].name} … {written[-1].name}" if written else "none"
-            raise DataError(f"{exc}\nStopped there: {len(written)} of {len(files)} label file(s) were written to {out} "
-                            f"({done}); the inputs after it were not predicted") from None
+            raise DataError(
+                f"{exc}\nStopped there: {len(written)} of {len(files)} label file(s) were written to {out} "
+                f"({done}); the inputs after it were not predicted"
+            ) from None
         probs = np.asarray(model.predict_on_batch(batch))
         for path, prob in zip(chunk, probs):
             source = nib.load(path)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from unetlib.backend import resolve_precision
 
+# isort: split
+
 import csv
 import dataclasses
 import fcntl
@@ -50,9 +52,23 @@ from unetlib.metrics import PooledDice
 from unetlib.model import build_from_config
 from unetlib.pipeline import make_dataset, steps_for
 
-__all__ = ["MONITOR", "RUNS_DIR", "run_dir", "TrainResult", "RunState", "snapshot_indices",
-           "EpochSnapshots", "save_figure", "TimeBudget", "precision_policy", "compile_model",
-           "training_indices", "is_complete", "train", "measure_training_speed"]
+__all__ = [
+    "MONITOR",
+    "RUNS_DIR",
+    "run_dir",
+    "TrainResult",
+    "RunState",
+    "snapshot_indices",
+    "EpochSnapshots",
+    "save_figure",
+    "TimeBudget",
+    "precision_policy",
+    "compile_model",
+    "training_indices",
+    "is_complete",
+    "train",
+    "measure_training_speed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +173,9 @@ class RunState(keras.callbacks.Callback):
         except (OSError, ValueError):
             return fresh, []
         rows = [row for row in _read_rows(out / "history.csv") if row["epoch"] < state["epoch"]]
-        pending = out / "backup" / f"best_epoch_{state['best_epoch']:03d}.keras" if state["best_epoch"] is not None else None
+        pending = (
+            out / "backup" / f"best_epoch_{state['best_epoch']:03d}.keras" if state["best_epoch"] is not None else None
+        )
         if pending is not None and pending.is_file():
             os.replace(pending, out / "model.keras")
         return state, rows
@@ -184,11 +202,13 @@ class RunState(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch, **logs})
         write_atomic(self.out / "history.csv", _history_csv(self.rows))
         self.state.update(
-            epoch=epoch + 1, weights=weights.name,
+            epoch=epoch + 1,
+            weights=weights.name,
             best=value if improved else self.state["best"],
             best_epoch=epoch if improved else self.state["best_epoch"],
             wait=0 if improved else self.state["wait"] + 1,
-            seconds=self.state["seconds"] + time.monotonic() - self.started)
+            seconds=self.state["seconds"] + time.monotonic() - self.started,
+        )
         self.started = time.monotonic()
         write_atomic(self.backup / "state.json", json.dumps(self.state, indent=1))  # the commit
         if improved:
@@ -324,7 +344,10 @@ def compile_model(config: Config, model: keras.Model | None = None) -> keras.Mod
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=get_loss(config.loss, config.class_weights),
-        metrics=[PooledDice(range(1, NUM_CLASSES), name="foreground_dice"), PooledDice([PROSTATE], name="prostate_dice")],
+        metrics=[
+            PooledDice(range(1, NUM_CLASSES), name="foreground_dice"),
+            PooledDice([PROSTATE], name="prostate_dice"),
+        ],
     )
     return model
 
@@ -362,13 +385,23 @@ def is_complete(out: Path | str, config: Config) -> bool:
     """
     out = Path(out)
     try:
-        return (out / "model.keras").is_file() and Config.load(out / "config.json") == config and (out / "complete.json").is_file()
+        return (
+            (out / "model.keras").is_file()
+            and Config.load(out / "config.json") == config
+            and (out / "complete.json").is_file()
+        )
     except (OSError, ValueError, TypeError):
         return False
 
 
-def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int | str = "auto",
-          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
+def train(
+    config: Config,
+    out: Path | str,
+    *,
+    reuse: bool = False,
+    verbose: int | str = "auto",
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
     """Train the UNet ``config`` describes and write the run's files under ``out``.
 
     Running the same command again after an interruption (even ``kill -9``) continues from the
@@ -418,11 +451,12 @@ def train(config: Config, out: Path | str, *, reuse: bool = False, verbose: int 
         finally:
             if not placement.is_chief:
                 shutil.rmtree(folder, ignore_errors=True)
-        return dataclasses.replace(result, out=out, model_path=out / "model.keras", replicas=placement.replicas,
-                                   chief=placement.is_chief)
+        return dataclasses.replace(
+            result, out=out, model_path=out / "model.keras", replicas=placement.replicas, chief=placement.is_chief
+        )
 
 
-def _fit(config: Config, out: Path, datasets: "_Datasets", placement, verbose, callbacks) -> TrainResult:
+def _fit(config: Config, out: Path, datasets: _Datasets, placement, verbose, callbacks) -> TrainResult:
     """Build the model (from the last committed epoch, if any), train it and finish the run."""
     state, rows = _prepare_run_folder(out, config)
     model = compile_model(config)
@@ -440,14 +474,26 @@ def _fit(config: Config, out: Path, datasets: "_Datasets", placement, verbose, c
     if state["epoch"] < config.epochs and state["wait"] < config.patience and time_left:  # else: killed while finishing
         # A resumed run picks the stream up where the last committed epoch left it.
         train_data = datasets.train_from(state["epoch"] * datasets.epoch_steps)
-        model.fit(train_data, steps_per_epoch=datasets.epoch_steps, initial_epoch=state["epoch"],
-                  epochs=config.epochs, validation_data=datasets.validate, callbacks=run_callbacks,
-                  verbose=verbose, shuffle=False)  # the dataset shuffles itself, reproducibly
+        model.fit(
+            train_data,
+            steps_per_epoch=datasets.epoch_steps,
+            initial_epoch=state["epoch"],
+            epochs=config.epochs,
+            validation_data=datasets.validate,
+            callbacks=run_callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )  # the dataset shuffles itself, reproducibly
     if run_state.nonfinite_epoch is not None:
-        kept = f"{out / 'model.keras'} is from the last good epoch" if (out / "model.keras").is_file() else "no model was saved"
+        kept = (
+            f"{out / 'model.keras'} is from the last good epoch"
+            if (out / "model.keras").is_file()
+            else "no model was saved"
+        )
         raise TrainingError(
             f"{out}: the loss or the weights became NaN or infinite in epoch {run_state.nonfinite_epoch + 1}; "
-            f"that epoch was not kept ({kept}). Check the data (unetlib check-data) or lower the learning rate.")
+            f"that epoch was not kept ({kept}). Check the data (unetlib check-data) or lower the learning rate."
+        )
     return _finish(out, config, datasets.root, run_state)
 
 
@@ -487,12 +533,24 @@ def _datasets(config: Config, replicas: int = 1) -> _Datasets:
     # slices fill it, not its length (the stream repeats, so none is left out over epochs).
     batch = config.batch_size * replicas
     epoch_steps = steps_for(len(np.unique(chosen)), batch)
-    validate_chosen = _whole_replica_batches(_subset(len(validate_split.images), config.max_train_slices), batch, replicas)
+    validate_chosen = _whole_replica_batches(
+        _subset(len(validate_split.images), config.max_train_slices), batch, replicas
+    )
 
     def train_from(start_batch: int):
-        return _shard_by_data(make_dataset(train_split.images, train_split.labels, batch, indices=chosen, shuffle=True,
-                                           augment=config.augment, repeat=True, seed=config.seed,
-                                           start_batch=start_batch))
+        return _shard_by_data(
+            make_dataset(
+                train_split.images,
+                train_split.labels,
+                batch,
+                indices=chosen,
+                shuffle=True,
+                augment=config.augment,
+                repeat=True,
+                seed=config.seed,
+                start_batch=start_batch,
+            )
+        )
 
     validate_data = make_dataset(validate_split.images, validate_split.labels, batch, indices=validate_chosen)
     return _Datasets(root, train_from, _shard_by_data(validate_data), epoch_steps, _snapshot_slices(validate_split))
@@ -508,8 +566,13 @@ def _whole_replica_batches(chosen: np.ndarray, batch: int, replicas: int) -> np.
     if replicas == 1 or short == 0 or short >= replicas:
         return chosen
     extra = replicas - short
-    logger.warning("validation: %d slices in global batches of %d would leave a replica without a slice in the last "
-                   "batch; the first %d slice(s) are validated twice", len(chosen), batch, extra)
+    logger.warning(
+        "validation: %d slices in global batches of %d would leave a replica without a slice in the last "
+        "batch; the first %d slice(s) are validated twice",
+        len(chosen),
+        batch,
+        extra,
+    )
     return np.concatenate([chosen, chosen[:extra]])
 
 
@@ -537,8 +600,10 @@ def _claim(out: Path):
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "?"
-            raise FileExistsError(f"{out}: another training run (pid {owner}) is using this folder; "
-                                  "wait for it to finish or choose another --out") from None
+            raise FileExistsError(
+                f"{out}: another training run (pid {owner}) is using this folder; "
+                "wait for it to finish or choose another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -10,11 +10,27 @@ from matplotlib.patches import Patch
 from unetlib.data import volume_key
 from unetlib.labels import LABEL_COLOURS, LABELS
 
-__all__ = ["FOREGROUND", "draw", "label_overlay", "plot_history", "legend_handles", "show_slice",
-           "plot_class_frequencies", "plot_intensity_histograms", "show_feature_maps",
-           "plot_unet_diagram", "plot_confusion", "show_pairs", "plot_predictions",
-           "show_snapshots", "show_probability_maps", "plot_surface_distances", "VIEWS",
-           "ERROR_COLOURS", "SliceViewer"]
+__all__ = [
+    "FOREGROUND",
+    "draw",
+    "label_overlay",
+    "plot_history",
+    "legend_handles",
+    "show_slice",
+    "plot_class_frequencies",
+    "plot_intensity_histograms",
+    "show_feature_maps",
+    "plot_unet_diagram",
+    "plot_confusion",
+    "show_pairs",
+    "plot_predictions",
+    "show_snapshots",
+    "show_probability_maps",
+    "plot_surface_distances",
+    "VIEWS",
+    "ERROR_COLOURS",
+    "SliceViewer",
+]
 
 FOREGROUND = tuple(range(1, len(LABELS)))
 
@@ -77,13 +93,15 @@ def plot_history(history: dict[str, list[float]], validation_every: int = 1):
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = np.asarray(history.get("epoch", range(len(history.get("loss", [])))), dtype=int) + 1
     marker = "o" if len(epochs) <= 40 else ""
-    for key, ax, label, colour in (("loss", loss_ax, "loss", "#333333"),
-                                   ("foreground_dice", dice_ax, "foreground Dice", "#3a86ff"),
-                                   ("prostate_dice", dice_ax, "prostate Dice", LABEL_COLOURS["prostate"])):
+    for key, ax, label, colour in (
+        ("loss", loss_ax, "loss", "#333333"),
+        ("foreground_dice", dice_ax, "foreground Dice", "#3a86ff"),
+        ("prostate_dice", dice_ax, "prostate Dice", LABEL_COLOURS["prostate"]),
+    ):
         if key in history:
             ax.plot(epochs, history[key], marker + "-", color=colour, label=f"train {label}")
         if f"val_{key}" in history:
-            validated = epochs[validation_every - 1::validation_every][:len(history[f"val_{key}"])]
+            validated = epochs[validation_every - 1 :: validation_every][: len(history[f"val_{key}"])]
             ax.plot(validated, history[f"val_{key}"], "s--", color=colour, label=f"validation {label}")
     loss_ax.set(title="Loss (log scale)", xlabel="epoch", yscale="log")
     dice_ax.set(title="Dice (hard, pooled)", xlabel="epoch", ylim=(0, 1))
@@ -124,7 +142,6 @@ def show_slice(image: np.ndarray, labels: np.ndarray | None = None, *, ax=None, 
     ax.set_title(title)
     ax.axis("off")
     return ax
-
 
 
 def plot_class_frequencies(labels: np.ndarray):
@@ -221,13 +238,25 @@ def plot_unet_diagram(features: tuple[int, ...], input_shape: tuple[int, int] = 
         if level < depth:
             box(level, y, f"enc{level + 1}\n{features[level]} filters\n{size}", "#cfe2ff")
             box(2 * depth - level, y, f"dec{level + 1}\n{features[level]} filters\n{size}", "#d1f2d9")
-            ax.annotate("", xy=(2 * depth - level - 0.47, y), xytext=(level + 0.47, y),
-                        arrowprops=dict(arrowstyle="->", color="grey", linestyle="--"))
+            ax.annotate(
+                "",
+                xy=(2 * depth - level - 0.47, y),
+                xytext=(level + 0.47, y),
+                arrowprops=dict(arrowstyle="->", color="grey", linestyle="--"),
+            )
             ax.text(depth, y + 0.12, "skip (concatenate)", ha="center", fontsize=7, color="grey")
-            ax.annotate("", xy=(level + 1, y - 1 + 0.3), xytext=(level, y - 0.3),
-                        arrowprops=dict(arrowstyle="->", color="#1f4e9c"))
-            ax.annotate("", xy=(2 * depth - level, y - 0.3), xytext=(2 * depth - level - 1, y - 1 + 0.3),
-                        arrowprops=dict(arrowstyle="->", color="#1b7a3a"))
+            ax.annotate(
+                "",
+                xy=(level + 1, y - 1 + 0.3),
+                xytext=(level, y - 0.3),
+                arrowprops=dict(arrowstyle="->", color="#1f4e9c"),
+            )
+            ax.annotate(
+                "",
+                xy=(2 * depth - level, y - 0.3),
+                xytext=(2 * depth - level - 1, y - 1 + 0.3),
+                arrowprops=dict(arrowstyle="->", color="#1b7a3a"),
+            )
         else:
             box(level, y, f"bridge\n{features[level]} filters\n{size}", "#ffe5b4")
     ax.text(0, depth + 0.6, "input slice → ", ha="center", fontsize=9)
@@ -254,10 +283,22 @@ def plot_confusion(matrix: np.ndarray):
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(LABELS)):
         for j in range(len(LABELS)):
-            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if rows[i, j] > 0.6 else "black")
-    ax.set(xticks=range(len(LABELS)), yticks=range(len(LABELS)), xlabel="predicted", ylabel="true",
-           title="Confusion (each row sums to 1)")
+            ax.text(
+                j,
+                i,
+                f"{rows[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rows[i, j] > 0.6 else "black",
+            )
+    ax.set(
+        xticks=range(len(LABELS)),
+        yticks=range(len(LABELS)),
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion (each row sums to 1)",
+    )
     ax.set_xticklabels(LABELS, rotation=35)
     ax.set_yticklabels(LABELS)
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -289,6 +330,7 @@ def show_pairs(images: np.ndarray, labels: np.ndarray, titles: list[str], column
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
+
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, titles: list[str]):
     """Ground truth (top row) above prediction (bottom row) for each slice, one column per slice.
 
@@ -302,8 +344,12 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
         The matplotlib figure (close it with ``plt.close`` when drawing many).
     """
     count = len(images)
-    return show_pairs(np.concatenate([images, images]), np.concatenate([labels, predictions]),
-                      [f"truth {t}" for t in titles] + ["prediction"] * count, columns=count)
+    return show_pairs(
+        np.concatenate([images, images]),
+        np.concatenate([labels, predictions]),
+        [f"truth {t}" for t in titles] + ["prediction"] * count,
+        columns=count,
+    )
 
 
 def show_snapshots(folder, epochs: list[int] | None = None):
@@ -335,7 +381,9 @@ def show_snapshots(folder, epochs: list[int] | None = None):
     pictures = [plt.imread(by_epoch[e]) for e in epochs]
     width = max(p.shape[1] for p in pictures)
     scale = 0.0065  # inches per pixel of the stored figures: two-thirds of their size keeps a notebook light
-    fig, axes = plt.subplots(len(pictures), 1, figsize=(scale * width, scale * sum(p.shape[0] for p in pictures)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(pictures), 1, figsize=(scale * width, scale * sum(p.shape[0] for p in pictures)), squeeze=False
+    )
     for ax, picture in zip(axes[:, 0], pictures):
         ax.imshow(picture)
         ax.axis("off")
@@ -358,7 +406,7 @@ def show_probability_maps(image: np.ndarray, probabilities: np.ndarray):
     axes = axes.ravel()
     draw(axes[0], image, cmap="gray")
     axes[0].set_title("input", fontsize=10)
-    for c, ax in enumerate(axes[1:len(LABELS) + 1]):
+    for c, ax in enumerate(axes[1 : len(LABELS) + 1]):
         shown = draw(ax, probabilities[..., c], cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"P({LABELS[c]})", fontsize=10)
     show_slice(image, np.argmax(probabilities, axis=-1), ax=axes[-1], title="label map: the most probable class")
@@ -368,8 +416,9 @@ def show_probability_maps(image: np.ndarray, probabilities: np.ndarray):
     return fig
 
 
-def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: np.ndarray,
-                           spacing: tuple[float, float], margin: int = 12):
+def plot_surface_distances(
+    image: np.ndarray, true_mask: np.ndarray, pred_mask: np.ndarray, spacing: tuple[float, float], margin: int = 12
+):
     """What HD95 measures on one slice: the true and predicted borders (left, zoomed on the
     organ) and the distances from each border pixel to the other border, with the 95th
     percentile of each direction and their maximum, the HD95 (right).
@@ -389,8 +438,10 @@ def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: 
     pred_to_true, true_to_pred = surface_distances(true_mask, pred_mask, spacing)
     hd95 = hausdorff95(true_mask, pred_mask, spacing)
     rows, columns = np.nonzero(true_mask | pred_mask)
-    window = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
-              slice(max(columns.min() - margin, 0), columns.max() + margin + 1))
+    window = (
+        slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+        slice(max(columns.min() - margin, 0), columns.max() + margin + 1),
+    )
     fig, (image_ax, histogram_ax) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
     draw(image_ax, np.squeeze(image)[window], cmap="gray")
     for mask, colour, name in ((true_mask, "#00e676", "true border"), (pred_mask, "#ff006e", "predicted border")):
@@ -400,8 +451,10 @@ def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: 
     image_ax.set_title("zoomed on the organ", fontsize=9)
     image_ax.axis("off")
     bins = np.linspace(0, max(pred_to_true.max(), true_to_pred.max()) + 0.5, 30)
-    for distances, colour, name in ((pred_to_true, "#ff006e", "predicted border → true"),
-                                    (true_to_pred, "#00a152", "true border → predicted")):
+    for distances, colour, name in (
+        (pred_to_true, "#ff006e", "predicted border → true"),
+        (true_to_pred, "#00a152", "true border → predicted"),
+    ):
         histogram_ax.hist(distances, bins=bins, color=colour, alpha=0.5, label=name)
         histogram_ax.axvline(np.percentile(distances, 95), color=colour, linestyle=":", linewidth=1.5)
     histogram_ax.axvline(hd95, color="black", linestyle="--", label=f"HD95 = {hd95:.1f} mm (larger 95th percentile)")
@@ -415,9 +468,9 @@ def plot_surface_distances(image: np.ndarray, true_mask: np.ndarray, pred_mask: 
 
 VIEWS = ("ground truth", "prediction", "error")
 ERROR_COLOURS = {
-    "missed": (1.0, 0.0, 0.0),         # a shown class predicted as background or a hidden class
+    "missed": (1.0, 0.0, 0.0),  # a shown class predicted as background or a hidden class
     "wrongly added": (1.0, 0.85, 0.0),  # a shown class predicted where the truth is neither
-    "wrong organ": (0.0, 0.75, 1.0),    # one shown class taken for another
+    "wrong organ": (0.0, 0.75, 1.0),  # one shown class taken for another
 }
 """The error view's colours. A pixel whose true and predicted classes are both shown gets a
 colour of its own, rather than one of "missed" or "added" hiding the other."""
@@ -460,26 +513,37 @@ class SliceViewer:
         for index, key in enumerate(self.keys):
             self.groups.setdefault(_case_week(key) if "_week_" in key else "all slices", []).append(index)
 
-        views = [v for v, ok in zip(VIEWS, (labels is not None, predictions is not None,
-                                            labels is not None and predictions is not None)) if ok] or ["image only"]
+        views = [
+            v
+            for v, ok in zip(
+                VIEWS, (labels is not None, predictions is not None, labels is not None and predictions is not None)
+            )
+            if ok
+        ] or ["image only"]
         self.volume = widgets.Dropdown(options=list(self.groups), description="volume")
-        self.slice = widgets.IntSlider(0, 0, len(self.groups[self.volume.value]) - 1, description="slice",
-                                       continuous_update=False)
-        self.opacity = widgets.FloatSlider(0.45, min=0.0, max=1.0, step=0.05, description="opacity",
-                                           continuous_update=False)
+        self.slice = widgets.IntSlider(
+            0, 0, len(self.groups[self.volume.value]) - 1, description="slice", continuous_update=False
+        )
+        self.opacity = widgets.FloatSlider(
+            0.45, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False
+        )
         self.view = widgets.ToggleButtons(options=views, description="view")
-        self.classes = {name: widgets.Checkbox(True, description=name, indent=False, layout=widgets.Layout(width="110px"))
-                        for name in LABELS[1:]}
+        self.classes = {
+            name: widgets.Checkbox(True, description=name, indent=False, layout=widgets.Layout(width="110px"))
+            for name in LABELS[1:]
+        }
         self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{width}px"))
         for control in (self.slice, self.opacity, self.view, *self.classes.values()):
             control.observe(self._redraw, names="value")
         self.volume.observe(self._change_volume, names="value")
-        self.widget = widgets.VBox([
-            widgets.HBox([self.volume, self.slice]),
-            widgets.HBox([self.opacity, self.view]),
-            widgets.HBox(list(self.classes.values())),
-            self.image,
-        ])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.volume, self.slice]),
+                widgets.HBox([self.opacity, self.view]),
+                widgets.HBox(list(self.classes.values())),
+                self.image,
+            ]
+        )
         self._redraw()
 
     @property
@@ -509,8 +573,11 @@ class SliceViewer:
             truth, guess = self.labels[index].T, self.predictions[index].T
             wrong = truth != guess
             true_shown, guess_shown = np.isin(truth, shown), np.isin(guess, shown)
-            kinds = {"missed": true_shown & ~guess_shown, "wrongly added": guess_shown & ~true_shown,
-                     "wrong organ": true_shown & guess_shown}
+            kinds = {
+                "missed": true_shown & ~guess_shown,
+                "wrongly added": guess_shown & ~true_shown,
+                "wrong organ": true_shown & guess_shown,
+            }
             for kind, where in kinds.items():
                 rgba[wrong & where] = (*ERROR_COLOURS[kind], alpha)
         return rgba

@@ -76,11 +76,16 @@ def _write(table: Table, out: Path, name: str = "results") -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=["small", "full"], default="full", help="phantom size to measure on")
-    parser.add_argument("--dice-cap-minutes", type=float, default=15.0,
-                        help="training time after which time-to-Dice reports 'not reached' (default 15)")
+    parser.add_argument(
+        "--dice-cap-minutes",
+        type=float,
+        default=15.0,
+        help="training time after which time-to-Dice reports 'not reached' (default 15)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "results")
     parser.add_argument("--only", choices=["distribute"], help="run one family of measurements alone")
     children = parser.add_mutually_exclusive_group()

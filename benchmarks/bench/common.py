@@ -66,8 +66,7 @@ def in_fresh_process(option: str, *values: str, env: dict | None = None) -> dict
     """Run the benchmark's runner (``python -m benchmarks.bench`` in the repository root) with
     ``--child-OPTION VALUES`` and return the JSON it prints last."""
     command = [sys.executable, "-m", RUNNER, f"--child-{option}", *values]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -104,7 +103,9 @@ class Table:
         from unetlib.files import write_atomic
 
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / f"{name}.json", json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n")
+        write_atomic(
+            out / f"{name}.json", json.dumps({"machine": machine, "rows": self.rows, **self.extra}, indent=2) + "\n"
+        )
         lines = [f"Machine: {machine}", "", "| measurement | value | unit |", "| --- | ---: | --- |"]
         lines += [f"| {row} | {_shown(value)} | {unit} |" for row, value, unit in self.rows]
         write_atomic(out / f"{name}.md", "\n".join(lines) + "\n")

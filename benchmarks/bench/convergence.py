@@ -38,8 +38,11 @@ def measure(table, root: Path, work: Path, cap_minutes: float) -> None:
         if original["seconds"] is not None:
             table.add("time-to-Dice quick / original", quick_s / original["seconds"], "x")
         else:
-            table.add("time-to-Dice quick / original (original not reached: an upper bound)",
-                      f"< {quick_s / original['cap_seconds']:.2f}", "x")
+            table.add(
+                "time-to-Dice quick / original (original not reached: an upper bound)",
+                f"< {quick_s / original['cap_seconds']:.2f}",
+                "x",
+            )
 
 
 def full_epoch(root: Path, out: Path) -> dict:
@@ -52,8 +55,12 @@ def full_epoch(root: Path, out: Path) -> dict:
     config = make_config("quick", data=str(root), epochs=1, max_minutes=600)
     started = time.perf_counter()
     result = train(config, out, verbose=0)
-    return {"seconds": time.perf_counter() - started, "slices": slices, "peak_rss_gib": peak_rss_gib(),
-            "val_prostate_dice": result.history["val_prostate_dice"][-1]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "slices": slices,
+        "peak_rss_gib": peak_rss_gib(),
+        "val_prostate_dice": result.history["val_prostate_dice"][-1],
+    }
 
 
 def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
@@ -100,8 +107,16 @@ def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
     clock = DiceClock()
     with precision_policy(config.precision):
         stream = training_indices(train_split.labels, None, config.prostate_oversampling)
-        data = make_dataset(train_split.images, train_split.labels, config.batch_size, indices=stream, shuffle=True,
-                            augment=config.augment, repeat=True, seed=config.seed)
+        data = make_dataset(
+            train_split.images,
+            train_split.labels,
+            config.batch_size,
+            indices=stream,
+            shuffle=True,
+            augment=config.augment,
+            repeat=True,
+            seed=config.seed,
+        )
         model = compile_model(config)
         model.fit(data, steps_per_epoch=10**9, epochs=1, callbacks=[clock], verbose=0)
     return {"seconds": clock.reached, "curve": clock.curve, "cap_seconds": checks[-1]}

@@ -39,7 +39,7 @@ def measure_pipeline(table, split) -> float:
     _, seconds = timed(lambda: [next(iterator) for _ in range(100)])
     pipeline_speed = 800 / seconds
     table.add("input pipeline with augmentation", pipeline_speed, "slices/s")
-    del dataset, iterator
+    dataset = iterator = None  # free the pipeline's buffers before the comparison
     fixed, autotuned = pipeline_comparison(split.images, split.labels)
     table.add("training quick in model.fit, fixed pipeline (in alternation)", fixed, "slices/s")
     table.add("training quick in model.fit, autotuned pipeline (in alternation)", autotuned, "slices/s")
@@ -51,16 +51,18 @@ def pipeline_comparison(images, labels, rounds: int = 5, steps: int = 40) -> tup
     """Training speed (slices/s) of ``quick`` in ``model.fit`` fed by the kit's pipeline (fixed
     parallelism) and by the same pipeline with tf.data's autotuning, in alternation."""
     import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
-
     from unetlib.config import make_config
     from unetlib.pipeline import make_dataset
     from unetlib.training import compile_model
 
     config = make_config("quick")
     model = compile_model(config)
-    datasets = {name: make_dataset(images, labels, config.batch_size, shuffle=True, augment=True, repeat=True,
-                                   autotune=autotune)
-                for name, autotune in (("fixed", False), ("autotuned", True))}
+    datasets = {
+        name: make_dataset(
+            images, labels, config.batch_size, shuffle=True, augment=True, repeat=True, autotune=autotune
+        )
+        for name, autotune in (("fixed", False), ("autotuned", True))
+    }
 
     def fit(dataset, count=steps):
         return lambda: model.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)

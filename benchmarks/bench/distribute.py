@@ -46,5 +46,7 @@ def measure(table) -> None:
             seconds[replicas] += STEPS * GLOBAL_BATCH / speed["slices_per_s"]
     speeds = {replicas: ROUNDS * STEPS * GLOBAL_BATCH / total for replicas, total in seconds.items()}
     table.add(f"training quick, 1 logical CPU device (model.fit, batch {GLOBAL_BATCH})", speeds[1], "slices/s")
-    table.add(f"training quick, 2 logical CPU devices, mirrored (batch {GLOBAL_BATCH // 2} each)", speeds[2], "slices/s")
+    table.add(
+        f"training quick, 2 logical CPU devices, mirrored (batch {GLOBAL_BATCH // 2} each)", speeds[2], "slices/s"
+    )
     table.add("2 / 1 logical CPU devices, quick training", speeds[2] / speeds[1], "x")

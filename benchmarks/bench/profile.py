@@ -46,10 +46,10 @@ def profile_training_step(steps: int = 6) -> dict[str, float]:
     """
     import glob
 
-    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     from unetlib.config import make_config
     from unetlib.training import compile_model
 
@@ -75,7 +75,9 @@ def profile_training_step(steps: int = 6) -> dict[str, float]:
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if ":" in name and "::" not in name:  # "scope/of/the/op:OpType"; "Class::method" events are the executor's own
+                if (
+                    ":" in name and "::" not in name
+                ):  # "scope/of/the/op:OpType"; "Class::method" events are the executor's own
                     kinds[_kind_of_op(*name.rsplit(":", 1))] += event.duration_ps
     total = sum(kinds.values())
     shares = {kind: value / total for kind, value in kinds.items()}

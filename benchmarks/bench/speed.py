@@ -40,7 +40,9 @@ def measure(table, pipeline_speed: float) -> tuple[dict[str, float], dict[str, f
             table.add(f"training {preset} {precision}", speed, "slices/s")
             table.add(f"training {preset} {precision} achieved", achieved, "GFLOP/s")
             for ceiling in ("float32", "mixed_bfloat16"):
-                table.add(f"training {preset} {precision} / {ceiling} matmul ceiling", achieved / peaks[ceiling], "fraction")
+                table.add(
+                    f"training {preset} {precision} / {ceiling} matmul ceiling", achieved / peaks[ceiling], "fraction"
+                )
     quick = speeds[("quick", "float32")]
     off = in_fresh_process("speed", "quick", "float32", str(STEPS["quick"]), env={"TF_ENABLE_ONEDNN_OPTS": "0"})
     table.add("training quick float32, oneDNN off", off["slices_per_s"], "slices/s")
@@ -52,7 +54,11 @@ def measure(table, pipeline_speed: float) -> tuple[dict[str, float], dict[str, f
     table.add("pipeline / quick training speed", pipeline_speed / quick, "x")
     table.add("quick / original training speed (float32)", quick / speeds[("original", "float32")], "x")
     table.add("mixed_bfloat16 / float32, quick", speeds[("quick", "mixed_bfloat16")] / quick, "x")
-    table.add("mixed_bfloat16 / float32, original", speeds[("original", "mixed_bfloat16")] / speeds[("original", "float32")], "x")
+    table.add(
+        "mixed_bfloat16 / float32, original",
+        speeds[("original", "mixed_bfloat16")] / speeds[("original", "float32")],
+        "x",
+    )
     return peaks, flops
 
 
@@ -70,8 +76,9 @@ def measure_inference(table, images) -> None:
 
 def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 8) -> float:
     """Achieved GFLOP/s of a large square matrix product: the practical compute ceiling."""
-    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     import tensorflow as tf
+
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
 
     a = tf.cast(tf.random.normal((size, size)), dtype)
     b = tf.cast(tf.random.normal((size, size)), dtype)
@@ -92,9 +99,9 @@ def training_speed(preset: str, precision: str, steps: int) -> float:
 def batch_norm_comparison(rounds: int = 5, steps: int = 10) -> tuple[float, float]:
     """Training speed (slices/s) of ``quick`` with the fused batch norm and with Keras' own,
     the two models timed in alternation (``rounds`` × ``steps`` each)."""
-    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     import keras
 
+    import unetlib.backend  # noqa: F401  (TensorFlow with this kit's settings: oneDNN on)
     from unetlib.config import make_config
     from unetlib.model import FusedBatchNormalization, build_from_config
     from unetlib.training import compile_model
@@ -105,8 +112,10 @@ def batch_norm_comparison(rounds: int = 5, steps: int = 10) -> tuple[float, floa
         return layer.__class__.from_config(layer.get_config())
 
     config = make_config("quick", precision="float32")
-    models = {"fused": compile_model(config),
-              "keras": compile_model(config, keras.models.clone_model(build_from_config(config), clone_function=plain))}
+    models = {
+        "fused": compile_model(config),
+        "keras": compile_model(config, keras.models.clone_model(build_from_config(config), clone_function=plain)),
+    }
     images, labels = sample_batch()
     for model in models.values():
         model.train_on_batch(images, labels)  # trace and compile

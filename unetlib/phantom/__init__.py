@@ -33,6 +33,12 @@ from unetlib.phantom.dataset import (
 )
 
 __all__ = [
-    "ODD_CASE", "ODD_HEIGHT", "ODD_WEEK", "SIZES", "SLICES_PER_VOLUME", "PhantomSize",
-    "generate_phantom", "render_case_week",
+    "ODD_CASE",
+    "ODD_HEIGHT",
+    "ODD_WEEK",
+    "SIZES",
+    "SLICES_PER_VOLUME",
+    "PhantomSize",
+    "generate_phantom",
+    "render_case_week",
 ]

@@ -29,9 +29,31 @@ from unetlib.labels import LABELS
 from unetlib.phantom.shapes import SmoothField, capsule, ellipsoid, elliptic_tube, funnel, rotation, smooth_union
 
 TISSUES: tuple[str, ...] = (
-    "air", "fat", "muscle", "cortex", "marrow", "urine", "bladder_wall", "rectal_wall", "mucus", "stool",
-    "gas", "peripheral_zone", "transition_zone", "stroma", "nodule_dark", "nodule_bright", "lesion",
-    "urethra", "seminal_fluid", "artery", "vein", "bowel_wall", "bowel_fluid", "erectile", "periprostatic",
+    "air",
+    "fat",
+    "muscle",
+    "cortex",
+    "marrow",
+    "urine",
+    "bladder_wall",
+    "rectal_wall",
+    "mucus",
+    "stool",
+    "gas",
+    "peripheral_zone",
+    "transition_zone",
+    "stroma",
+    "nodule_dark",
+    "nodule_bright",
+    "lesion",
+    "urethra",
+    "seminal_fluid",
+    "artery",
+    "vein",
+    "bowel_wall",
+    "bowel_fluid",
+    "erectile",
+    "periprostatic",
 )
 """Every tissue the phantom draws; :data:`unetlib.phantom.appearance.T2_INTENSITY` gives each its brightness."""
 TISSUE = {name: index for index, name in enumerate(TISSUES)}
@@ -98,8 +120,10 @@ def _bounds(centre, radius) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _segment_bounds(start, end, radius) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return (tuple(min(a, b) - radius for a, b in zip(start, end)),
-            tuple(max(a, b) + radius for a, b in zip(start, end)))
+    return (
+        tuple(min(a, b) - radius for a, b in zip(start, end)),
+        tuple(max(a, b) + radius for a, b in zip(start, end)),
+    )
 
 
 # --------------------------------------------------------------------------- the rater
@@ -142,7 +166,7 @@ class Pelvis:
 
         # Patient: habitus scales the body and its fat, p the bony pelvis.
         self.habitus = float(u(0.88, 1.14))
-        self.p = p = float(u(0.93, 1.07))
+        self.p = float(u(0.93, 1.07))
         self.fat = float(u(12, 30) * self.habitus**2)
         self.crotch = float(-58 + n(0, 5))
         self.warp = tuple(SmoothField(case_rng, 120.0, 4) for _ in range(3))
@@ -159,7 +183,9 @@ class Pelvis:
         self.prostate_surface = SmoothField(case_rng, 25.0)
         self.prostate_surface_mm = u(1.5, 3.5)
         self.transition_zone = u(0.8, 1.15)  # benign enlargement of the central gland
-        self.nodules = [(tuple(n(0, [5, 3, 5])), u(3, 7), bool(case_rng.random() < 0.5)) for _ in range(case_rng.integers(2, 9))]
+        self.nodules = [
+            (tuple(n(0, [5, 3, 5])), u(3, 7), bool(case_rng.random() < 0.5)) for _ in range(case_rng.integers(2, 9))
+        ]
         self.lesion = (tuple(n([0, 0.55, -0.1], [0.35, 0.1, 0.3])), u(3.5, 8)) if case_rng.random() < 0.5 else None
         self.plexus = [(u(-2.6, -0.4), u(1.2, 2.6)) for _ in range(case_rng.integers(3, 8))]
         self.periprostatic_mm = u(2.0, 7.0)  # veins and connective tissue hugging the gland
@@ -174,14 +200,19 @@ class Pelvis:
         self.rectum_path_y = np.array([40, 26, 0, 0, 46, 62, 74]) + n(0, [3, 2, 0, 0, 4, 5, 6])
 
         self.seminal_vesicles = [(u(28, 38), u(6, 9), u(12, 20)) for _ in range(2)]
-        self.bowel = [(n([0, -5, 0], [22, 15, 1]), u(11, 19), int(case_rng.integers(0, 3))) for _ in range(case_rng.integers(3, 7))]
+        self.bowel = [
+            (n([0, -5, 0], [22, 15, 1]), u(11, 19), int(case_rng.integers(0, 3)))
+            for _ in range(case_rng.integers(3, 7))
+        ]
         self.fat_planes = SmoothField(case_rng, 70.0)
         self.fat_strands = SmoothField(case_rng, 30.0)
 
         # Rater: this case's contouring bias per structure, the wobble of the hand, and
         # where the apex and base of the prostate were put.
         self.rater_bias = {name: n(style.bias_mean, style.bias_sd) for name, style in RATER_STYLES.items()}
-        self.rater_wobble = {name: SmoothField(case_rng, style.wobble_wavelength) for name, style in RATER_STYLES.items()}
+        self.rater_wobble = {
+            name: SmoothField(case_rng, style.wobble_wavelength) for name, style in RATER_STYLES.items()
+        }
         self.rater_levels = case_rng.normal(size=(len(RATER_STYLES), 512))
         self.apex_base = n(0, APEX_BASE_SD, 2)
 
@@ -216,7 +247,9 @@ class Pelvis:
 
     def prostate_distance(self, x, y, z) -> np.ndarray:
         lx, ly, lz = self._prostate_local(x, y, z)
-        return ellipsoid(lx, ly, lz, (0, 0, 0), self.prostate_radii) + self.prostate_surface_mm * self.prostate_surface(x, y, z)
+        return ellipsoid(lx, ly, lz, (0, 0, 0), self.prostate_radii) + self.prostate_surface_mm * self.prostate_surface(
+            x, y, z
+        )
 
     def rectum_tube(self, shrink: float = 0.0):
         """Arguments of :func:`elliptic_tube` for the rectum (``shrink`` mm thinner: the lumen)."""
@@ -235,8 +268,11 @@ class Pelvis:
         r = (self.bladder_ml * 1000 / (4 / 3 * np.pi * 1.1 * 1.05 * 0.93)) ** (1 / 3)
         radii = (1.1 * r, 1.05 * r, 0.93 * r)
         c = self.prostate_radii[2]
-        centre = (self.bladder_centre_xy[0], self.bladder_centre_xy[1] + self.prostate_shift[1],
-                  0.7 * c + 0.85 * r + self.prostate_shift[2])
+        centre = (
+            self.bladder_centre_xy[0],
+            self.bladder_centre_xy[1] + self.prostate_shift[1],
+            0.7 * c + 0.85 * r + self.prostate_shift[2],
+        )
         return centre, radii
 
     def bones(self):
@@ -244,8 +280,10 @@ class Pelvis:
         p = self.p
         parts = []
         for s in (-1, 1):
-            def at(x, y, z):
+
+            def at(x, y, z, s=s):
                 return (s * x * p, y * p, z * p)
+
             head = at(86, -10, 22)
             parts += [
                 ("ellipsoid", (head, (25 * p,) * 3), 2.0),
@@ -269,7 +307,7 @@ class Pelvis:
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, grid: Grid) -> "Scene":
+    def render(self, grid: Grid) -> Scene:
         """Tissues, true labels and the rater's labels of the block ``grid``."""
         scene = Scene(grid)
         self._paint_body(scene)
@@ -283,7 +321,7 @@ class Pelvis:
         scene.finish_labels(self)
         return scene
 
-    def _paint_body(self, scene: "Scene") -> None:
+    def _paint_body(self, scene: Scene) -> None:
         g, h = scene.grid, self.habitus
         X, Y, Z = g.X, g.Y, g.Z
         profile = np.interp(g.z, [-200, -60, -20, 20, 60, 200], [0.92, 0.96, 1.0, 1.0, 0.93, 0.88])
@@ -308,7 +346,7 @@ class Pelvis:
         planes = np.abs(self.fat_planes(X[where], Y[where], Z[where])) < 0.035
         scene.tissue[tuple(axis[planes] for axis in where)] = TISSUE["fat"]
 
-    def _paint_pelvic_soft_tissue(self, scene: "Scene") -> None:
+    def _paint_pelvic_soft_tissue(self, scene: Scene) -> None:
         p, c = self.p, self.prostate_radii[2]
         scene.add("fat", "ellipsoid", (0, 8, 18), (58 * p, 62, 78))  # fat of the pelvic cavity
         # Fibrous strands and small vessels run through it: thin dark lines where a smooth
@@ -334,7 +372,7 @@ class Pelvis:
         for s in (-1, 1):
             scene.add("erectile", "capsule", (s * 11, -30, -c - 30), (s * 15, -70, -c - 10), 9)
 
-    def _paint_bones(self, scene: "Scene") -> None:
+    def _paint_bones(self, scene: Scene) -> None:
         g = scene.grid
         bone = np.full(g.shape, FAR, dtype=np.float32)
         marrow = np.full(g.shape, FAR, dtype=np.float32)
@@ -353,7 +391,7 @@ class Pelvis:
         scene.tissue[bone <= 0] = TISSUE["cortex"]
         scene.tissue[marrow <= 0] = TISSUE["marrow"]
 
-    def _paint_bowel_and_vessels(self, scene: "Scene") -> None:
+    def _paint_bowel_and_vessels(self, scene: Scene) -> None:
         p = self.p
         _, bladder_radii = self.bladder_geometry()
         bladder_top = self.bladder_geometry()[0][2] + bladder_radii[2]
@@ -367,18 +405,30 @@ class Pelvis:
         scene.add("stool", "capsule", (5, 66, 105), (28, 25, 100), 10.5)
         for s in (-1, 1):
             for kind, dx, dy, radius in (("artery", 0, 0, 4.5), ("vein", -6, 6, 6.0)):
-                scene.add(kind, "capsule", (s * (44 + dx) * p, -24 + dy, 150), (s * (72 + dx) * p, -36 + dy, 20), radius)
-                scene.add(kind, "capsule", (s * (72 + dx) * p, -36 + dy, 20), (s * (80 + dx) * p, -45 + dy, -150), radius)
-                scene.add(kind, "capsule", (s * (38 + dx) * p, 35 + dy, 150), (s * (42 + dx) * p, 25 + dy, 40), radius - 0.5)
+                scene.add(
+                    kind, "capsule", (s * (44 + dx) * p, -24 + dy, 150), (s * (72 + dx) * p, -36 + dy, 20), radius
+                )
+                scene.add(
+                    kind, "capsule", (s * (72 + dx) * p, -36 + dy, 20), (s * (80 + dx) * p, -45 + dy, -150), radius
+                )
+                scene.add(
+                    kind, "capsule", (s * (38 + dx) * p, 35 + dy, 150), (s * (42 + dx) * p, 25 + dy, 40), radius - 0.5
+                )
         a, b, c = self.prostate_radii
         sx, sy, sz = self.prostate_shift
         for angle, radius in self.plexus:  # veins on the front and sides of the gland
             x, y = sx + (a + 2) * np.cos(angle), sy + (b + 2) * np.sin(angle)
             scene.add("vein", "capsule", (x, y, sz - 0.7 * c), (x * 1.05, y, sz + 0.7 * c), radius)
         for s in (-1, 1):  # neurovascular bundles, behind and beside the gland
-            scene.add("vein", "capsule", (sx + s * 0.75 * a, sy + 0.75 * b, sz - c), (sx + s * 0.85 * a, sy + 0.8 * b, sz + c), 2.5)
+            scene.add(
+                "vein",
+                "capsule",
+                (sx + s * 0.75 * a, sy + 0.75 * b, sz - c),
+                (sx + s * 0.85 * a, sy + 0.8 * b, sz + c),
+                2.5,
+            )
 
-    def _paint_seminal_vesicles(self, scene: "Scene") -> None:
+    def _paint_seminal_vesicles(self, scene: Scene) -> None:
         a, b, c = self.prostate_radii
         sx, sy, sz = self.prostate_shift
         for side, (reach, radius, rise) in zip((-1, 1), self.seminal_vesicles):
@@ -388,12 +438,14 @@ class Pelvis:
                 centre = tuple(start + t * (end - start))
                 scene.add("seminal_fluid", "ellipsoid", centre, (radius * 1.2, radius * 0.7, radius))
 
-    def _paint_rectum(self, scene: "Scene") -> None:
+    def _paint_rectum(self, scene: Scene) -> None:
         g = scene.grid
         tube = self.rectum_tube()
         heights, cx, cy, rx, ry = tube
-        box = g.box((float(np.min(cx - rx)), float(np.min(cy - ry)), heights[0]),
-                    (float(np.max(cx + rx)), float(np.max(cy + ry)), heights[-1]))
+        box = g.box(
+            (float(np.min(cx - rx)), float(np.min(cy - ry)), heights[0]),
+            (float(np.max(cx + rx)), float(np.max(cy + ry)), heights[-1]),
+        )
         coords = g.coords(box)
         outer = elliptic_tube(*coords, *tube).astype(np.float32)
         lumen = elliptic_tube(*coords, *self.rectum_tube(shrink=3.0))
@@ -409,10 +461,11 @@ class Pelvis:
         if self.rectal_content == "stool":
             centre_y = float(cy[3])
             for offset, radius in self.stool_bubbles:
-                scene.add("gas", "ellipsoid", (offset[0], centre_y + offset[1], offset[2]), (radius,) * 3,
-                          inside=rectum)
+                scene.add(
+                    "gas", "ellipsoid", (offset[0], centre_y + offset[1], offset[2]), (radius,) * 3, inside=rectum
+                )
 
-    def _paint_bladder(self, scene: "Scene") -> None:
+    def _paint_bladder(self, scene: Scene) -> None:
         g = scene.grid
         centre, radii = self.bladder_geometry()
         box = g.box(*_bounds(centre, max(radii) + 4))
@@ -427,7 +480,7 @@ class Pelvis:
         scene.tissue[box][d <= 0] = TISSUE["bladder_wall"]
         scene.tissue[box][d <= -wall] = TISSUE["urine"]
 
-    def _paint_prostate(self, scene: "Scene") -> None:
+    def _paint_prostate(self, scene: Scene) -> None:
         g = scene.grid
         a, b, c = self.prostate_radii
         reach = 1.3 * max(a, b, c) + 4
@@ -513,8 +566,11 @@ class Scene:
             near = distance < 8.0  # the rater's line only matters near the surface
             where = np.nonzero(near)
             wobble = pelvis.rater_wobble[name](g.X[where], g.Y[where], g.Z[where])
-            offset = (pelvis.rater_bias[name] + style.wobble * wobble
-                      + style.level_jitter * pelvis.rater_levels[index][where[2]])  # axial level = z index
+            offset = (
+                pelvis.rater_bias[name]
+                + style.wobble * wobble
+                + style.level_jitter * pelvis.rater_levels[index][where[2]]
+            )  # axial level = z index
             drawn = np.zeros(g.shape, dtype=bool)
             drawn[distance <= -8.0] = True
             drawn[where] = distance[where] <= offset

@@ -49,7 +49,9 @@ PARTIAL_VOLUME_SIGMA = 0.6
 """Blur (voxels) standing in for the scanner's point-spread function: borders mix tissues."""
 
 
-def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+def t2_image(
+    tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
     """The magnitude image (float32, arbitrary scanner units) of a 3D tissue map.
 
     ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
@@ -75,8 +77,12 @@ def t2_image(tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.nda
     x, y, z = (axis / 200.0 for axis in axes_mm)
     linear = rng.normal(0.0, 0.12, 3)
     surface = rng.uniform(0.0, 0.5)  # receive coils on the skin: the middle of the body is darker
-    bias = np.exp(linear[0] * x[:, None, None] + linear[1] * y[None, :, None] + linear[2] * z[None, None, :]
-                  + surface * (x[:, None, None] ** 2 + y[None, :, None] ** 2))
+    bias = np.exp(
+        linear[0] * x[:, None, None]
+        + linear[1] * y[None, :, None]
+        + linear[2] * z[None, None, :]
+        + surface * (x[:, None, None] ** 2 + y[None, :, None] ** 2)
+    )
     image *= bias.astype(np.float32)
 
     if rng.random() < 0.25:  # breathing or bowel motion: faint copies along the phase direction

@@ -64,11 +64,13 @@ SIZES: dict[str, PhantomSize] = {
     # The default: 9 / 3 / 3 patients, 2,160 / 360 / 480 slices, under a minute on 2 cores.
     "small": PhantomSize({"train": (4,) * 9, "validate": (2, 2, 2), "test": (3, 3, 2)}),
     # The real dataset: 31 / 4 / 3 patients with 1-8 weeks, 11,460 / 660 / 540 slices.
-    "full": PhantomSize({
-        "train": (8,) * 7 + (7,) * 8 + (6,) * 8 + (5,) * 4 + (4, 4, 2, 1),
-        "validate": (3, 3, 3, 2),
-        "test": (7, 1, 1),
-    }),
+    "full": PhantomSize(
+        {
+            "train": (8,) * 7 + (7,) * 8 + (6,) * 8 + (5,) * 4 + (4, 4, 2, 1),
+            "validate": (3, 3, 3, 2),
+            "test": (7, 1, 1),
+        }
+    ),
 }
 
 
@@ -85,7 +87,7 @@ class Acquisition:
     first_slice: int  # index along P of slice_0
 
     @classmethod
-    def draw(cls, seed: int, case: int, week: int) -> "Acquisition":
+    def draw(cls, seed: int, case: int, week: int) -> Acquisition:
         case_rng = np.random.default_rng([seed, case, 0xC9])
         week_rng = np.random.default_rng([seed, case, week, 0xCA])
         spacing = USUAL_SPACING if case_rng.random() < 0.7 else round(case_rng.uniform(*SPACING_RANGE), 2)
@@ -109,12 +111,14 @@ class Acquisition:
     def volume_affine(self) -> np.ndarray:
         """Voxel → scanner (RAS) mm of the 3D volume: axes towards L, P and S, centred field of view."""
         s, h = self.spacing, SUPERIOR_SPACING
-        return np.array([
-            [-s, 0, 0, (VOLUME_SIDE - 1) / 2 * s],
-            [0, -s, 0, (VOLUME_SIDE - 1) / 2 * s],
-            [0, 0, h, -(self.height - 1) / 2 * h],
-            [0, 0, 0, 1.0],
-        ])
+        return np.array(
+            [
+                [-s, 0, 0, (VOLUME_SIDE - 1) / 2 * s],
+                [0, -s, 0, (VOLUME_SIDE - 1) / 2 * s],
+                [0, 0, h, -(self.height - 1) / 2 * h],
+                [0, 0, 0, 1.0],
+            ]
+        )
 
     def slice_affine(self, index: int) -> np.ndarray:
         """Affine of exported slice ``index`` (0..59): its axes are the volume's L and S, and
@@ -151,8 +155,9 @@ def render_case_week(seed: int, case: int, week: int) -> CaseWeekSlices:
     scene = pelvis.render(pelvis.grid(*axes))
     image = t2_image(scene.tissue, np.random.default_rng([seed, case, week, 0xD1]), axes)
     # Block axes are (L, P, S); slices step along P.
-    return CaseWeekSlices(np.moveaxis(image, 1, 0), np.moveaxis(scene.mask, 1, 0),
-                          np.moveaxis(scene.truth, 1, 0), acquisition)
+    return CaseWeekSlices(
+        np.moveaxis(image, 1, 0), np.moveaxis(scene.mask, 1, 0), np.moveaxis(scene.truth, 1, 0), acquisition
+    )
 
 
 # --------------------------------------------------------------------------- writing
@@ -288,8 +293,10 @@ def generate_phantom(
             raise FileExistsError(f"{out}: already exists and is not empty (use overwrite to replace it)")
         foreign = _foreign_entry(target)
         if foreign is not None:
-            raise FileExistsError(f"{out}: holds {foreign}, which is not part of a phantom; refusing to replace "
-                                  "the folder (choose another OUT, or move its files away first)")
+            raise FileExistsError(
+                f"{out}: holds {foreign}, which is not part of a phantom; refusing to replace "
+                "the folder (choose another OUT, or move its files away first)"
+            )
     spec = SIZES[size]
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -307,8 +314,12 @@ def generate_phantom(
         # Forking a process that already runs TensorFlow's thread pools can deadlock; start
         # clean interpreters then (slower to start, and scripts need a __main__ guard).
         method = "spawn" if "tensorflow" in sys.modules else "fork"
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
         try:
             futures = [pool.submit(_write_case_week, *job) for job in jobs]
             for future in as_completed(futures):

@@ -27,9 +27,11 @@ def ellipsoid(x, y, z, centre: Point, radii: Point, turn: np.ndarray | None = No
     """Ellipsoid with semi-axes ``radii``, optionally turned by the rotation matrix ``turn``."""
     px, py, pz = x - centre[0], y - centre[1], z - centre[2]
     if turn is not None:  # express the point in the ellipsoid's own axes
-        px, py, pz = (turn[0, 0] * px + turn[1, 0] * py + turn[2, 0] * pz,
-                      turn[0, 1] * px + turn[1, 1] * py + turn[2, 1] * pz,
-                      turn[0, 2] * px + turn[1, 2] * py + turn[2, 2] * pz)
+        px, py, pz = (
+            turn[0, 0] * px + turn[1, 0] * py + turn[2, 0] * pz,
+            turn[0, 1] * px + turn[1, 1] * py + turn[2, 1] * pz,
+            turn[0, 2] * px + turn[1, 2] * py + turn[2, 2] * pz,
+        )
     a, b, c = radii
     k0 = np.sqrt((px / a) ** 2 + (py / b) ** 2 + (pz / c) ** 2)
     k1 = np.sqrt((px / a**2) ** 2 + (py / b**2) ** 2 + (pz / c**2) ** 2)

@@ -17,7 +17,12 @@ REAL_SLICE_PRESENCE: dict[str, float] = {"bladder": 401 / 540, "rectum": 220 / 5
 """Share of the real test split's 540 slices that contain each organ."""
 
 REAL_VOXEL_FRACTIONS: dict[str, float] = {
-    "background": 0.604, "body": 0.355, "bone": 0.034, "bladder": 0.0057, "rectum": 0.0014, "prostate": 0.0010,
+    "background": 0.604,
+    "body": 0.355,
+    "bone": 0.034,
+    "bladder": 0.0057,
+    "rectum": 0.0014,
+    "prostate": 0.0010,
 }
 """Share of all voxels of the real 3D volumes that each class covers."""
 
@@ -63,10 +68,14 @@ def best_intensity_band_dice(images: np.ndarray, target: np.ndarray, bins: int =
 
 def comparison_table(presence: np.ndarray, fractions: np.ndarray) -> str:
     """A Markdown table of the phantom's figures beside the real data's."""
-    rows = ["| class | slices containing it: phantom | real test split | voxels of the 3D volumes: phantom | real |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| class | slices containing it: phantom | real test split | voxels of the 3D volumes: phantom | real |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for label, name in enumerate(LABELS):
         real_presence = REAL_SLICE_PRESENCE.get(name)
-        rows.append(f"| {name} | {presence[label]:.0%} | {'' if real_presence is None else f'{real_presence:.0%}'} "
-                    f"| {fractions[label]:.2%} | {REAL_VOXEL_FRACTIONS[name]:.2%} |")
+        rows.append(
+            f"| {name} | {presence[label]:.0%} | {'' if real_presence is None else f'{real_presence:.0%}'} "
+            f"| {fractions[label]:.2%} | {REAL_VOXEL_FRACTIONS[name]:.2%} |"
+        )
     return "\n".join(rows)
