@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def weight_list(text: str) -> tuple[float, ...]:
     """An argparse type: one positive weight per class, comma-separated.
 
     Args:
-        text: the flag's value as typed, e.g. ``1,1,1,1,1,3``. The number of weights is not
-            checked here.
+        text: the flag's value as typed, e.g. ``1,1,1,1,1,3``. The number of weights is checked
+            by the config (one per class), not here.
 
     Returns:
         The weights as a tuple of floats, each finite and above 0.
@@ -140,11 +141,12 @@ CONFIG_FLAG_TYPES = {
     "max_minutes": dict(type=or_none(positive_float), metavar="MINUTES|none"),
     "patience": dict(type=positive_int),
 }
-"""How each Config field is parsed on the command line; its help is the field's docstring."""
+"""How each Config field is parsed on the command line; its help is the field's ``help`` metadata
+(:meth:`unetlib.config.Config.field_help`)."""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field (``--batch-size`` for ``batch_size``), help from its docstring;
+    """One flag per Config field (``--batch-size`` for ``batch_size``), help from its ``help`` metadata;
     a flag not given is left out of the namespace, so the preset's value stands."""
     from unetlib.config import CHOICES, Config
 
@@ -228,10 +230,19 @@ def config_from_args(args: argparse.Namespace):
     return make_config(args.preset or default_preset(), **given)
 
 
+def _as_flag_error(error: ValueError) -> str:
+    """A config's refusal (``config NAME=VALUE: ...``) worded like argparse's own: ``argument --NAME: ...``."""
+    named = re.match(r"config (\w+)=", str(error))
+    return f"argument --{named.group(1).replace('_', '-')}: {error}" if named else str(error)
+
+
 def _train(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:  # values each flag's type accepts but the config refuses (too deep, 2 weights)
+        args.usage_error(_as_flag_error(exc))  # prints the usage and exits with status 2
     from unetlib.training import run_dir, train
 
-    config = config_from_args(args)
     out = args.out or run_dir(config)
     # A terminal gets Keras' live progress bar; a log file or pipe (make demo > log, CI) one line per epoch.
     result = train(config, out, reuse=args.reuse, verbose="auto" if sys.stdout.isatty() else 2)
@@ -348,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")
     train.add_argument("--reuse", action="store_true", help="if OUT holds a finished run of the same config, use it")
     _add_config_flags(train.add_argument_group("config (each flag overrides the preset's value)"))
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, usage_error=train.error)
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unetlib.files import write_atomic
+from unetlib.labels import LABELS, NUM_CLASSES, SLICE_SHAPE
 
 __all__ = [
     "LOSSES",
@@ -45,71 +47,205 @@ CHOICES: dict[str, tuple[str, ...]] = {
 """The allowed values of each config field that names a choice: the one list the config, the
 model, the losses and the CLI all use."""
 
+_LARGEST_DEPTH = 0
+while all(side % 2 ** (_LARGEST_DEPTH + 1) == 0 for side in SLICE_SHAPE):
+    _LARGEST_DEPTH += 1  # each encoder level halves the slice: both sides must divide by 2**depth (7 for 256x128)
+
+_MAX_SEED = 2**32 - 1  # the largest seed NumPy accepts (keras.utils.set_random_seed seeds NumPy too)
+
 
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a training run.
 
+    Each field's full description is its ``help`` metadata (:meth:`field_help`), which
+    ``unetlib train --help`` prints; the list below only names them. Invalid values are refused
+    when the config is built, with a ``ValueError`` naming the field.
+
     Attributes:
-        preset: the preset this config started from (for the record).
-        data: data root, or None to resolve it (``--data`` → ``UNETLIB_DATA`` → ``data/``).
-        features: filters per encoder level; the last entry is the bridge (bottleneck).
-        normalisation: ``"batch"`` (BatchNorm after each conv) or ``"none"``.
-        dropout: dropout rate after each conv block (0 disables it).
-        upsampling: ``"transpose"`` (learned 2×2 transposed conv) or ``"bilinear"``.
-        loss: ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice) or ``"dice_ce"`` (their sum).
-        class_weights: optional per-class weights for the cross-entropy term.
+        preset: the preset this config started from.
+        data: the data root, or None to resolve it.
+        features: filters per encoder level, the bridge last.
+        normalisation: one of :data:`NORMALISATIONS`.
+        dropout: dropout rate after each conv block.
+        upsampling: one of :data:`UPSAMPLINGS`.
+        loss: one of :data:`LOSSES`.
+        class_weights: per-class cross-entropy weights, or None.
         learning_rate: Adam step size.
-        epochs: maximum number of passes over the training slices.
-        batch_size: slices per step on each replica; with several replicas (``distribute``) a
-            step trains on batch_size × replicas slices and an epoch has that many times fewer
-            steps. The learning rate is not scaled with it: for a much larger global batch,
-            scale it yourself (the linear scaling rule: × replicas, best with a warm-up).
-        augment: random flips, small rotations/scaling and intensity jitter in training.
-        prostate_oversampling: training slices containing prostate are drawn this many times
-            as often as the others (1: no oversampling), so the rare class gets more gradient
-            signal. An epoch stays as many slices as the training split has.
-        precision: ``"auto"`` (mixed_bfloat16 where the hardware computes bfloat16 natively,
-            float32 elsewhere: :func:`unetlib.backend.default_precision`), ``"float32"`` or
-            ``"mixed_bfloat16"`` (the output layer stays float32).
-        seed: one seed for data order, augmentation and initialisation.
-        max_train_slices: use only this many training slices (None: all) — for smoke runs.
-        max_minutes: stop training after this much wall time (None: no limit).
-        patience: early stopping after this many epochs without validation improvement.
-        distribute: ``"none"`` (one device), ``"mirrored"`` (every GPU of this machine, or
-            ``UNETLIB_CPU_REPLICAS`` logical CPU devices where there is none) or
-            ``"multiworker"`` (several processes or machines, from ``TF_CONFIG`` or Slurm's
-            environment): see :mod:`unetlib.distribute`.
+        epochs: maximum number of epochs.
+        batch_size: slices per step on each replica.
+        augment: whether training slices are augmented.
+        prostate_oversampling: how much more often slices with prostate are drawn.
+        precision: one of :data:`PRECISIONS`.
+        seed: the one random seed.
+        max_train_slices: a cap on training slices, or None.
+        max_minutes: a wall-time budget, or None.
+        patience: epochs without improvement before early stopping.
+        distribute: one of :data:`DISTRIBUTIONS`.
     """
 
-    preset: str = "quick"
-    data: str | None = None
-    features: tuple[int, ...] = (8, 16, 32, 64, 128)
-    normalisation: str = "batch"
-    dropout: float = 0.0
-    upsampling: str = "transpose"
-    loss: str = "dice_ce"
-    class_weights: tuple[float, ...] | None = None
-    learning_rate: float = 3e-3
-    epochs: int = 40
-    batch_size: int = 8
-    augment: bool = True
-    prostate_oversampling: int = 3
-    precision: str = "auto"
-    seed: int = 0
-    max_train_slices: int | None = None
-    max_minutes: float | None = None
-    patience: int = 10
-    distribute: str = "none"
+    preset: str = field(default="quick", metadata={"help": "the preset this config started from (for the record)."})
+    data: str | None = field(
+        default=None,
+        metadata={"help": "data root, or None to resolve it (--data → UNETLIB_DATA → data/)."},
+    )
+    features: tuple[int, ...] = field(
+        default=(8, 16, 32, 64, 128),
+        metadata={
+            "help": "filters per encoder level; the last entry is the bridge (bottleneck). Each level before "
+            f"the bridge halves the slice, so both sides of the {SLICE_SHAPE[0]}x{SLICE_SHAPE[1]} slice must "
+            f"divide by 2**(entries - 1): at most {_LARGEST_DEPTH + 1} entries."
+        },
+    )
+    normalisation: str = field(default="batch", metadata={"help": '"batch" (BatchNorm after each conv) or "none".'})
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout rate after each conv block, at least 0 and below 1 (0 disables it)."}
+    )
+    upsampling: str = field(
+        default="transpose", metadata={"help": '"transpose" (learned 2×2 transposed conv) or "bilinear".'}
+    )
+    loss: str = field(
+        default="dice_ce",
+        metadata={"help": '"ce" (cross-entropy), "dice" (soft Dice) or "dice_ce" (their sum).'},
+    )
+    class_weights: tuple[float, ...] | None = field(
+        default=None,
+        metadata={
+            "help": f"optional per-class weights for the cross-entropy term, one per class ({NUM_CLASSES}); "
+            'not with loss "dice", which has no cross-entropy term.'
+        },
+    )
+    learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size."})
+    epochs: int = field(default=40, metadata={"help": "maximum number of passes over the training slices."})
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "slices per step on each replica; with several replicas (distribute) a step trains on "
+            "batch_size × replicas slices and an epoch has that many times fewer steps. The learning rate is "
+            "not scaled with it: for a much larger global batch, scale it yourself (the linear scaling rule: "
+            "× replicas, best with a warm-up)."
+        },
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "random flips, small rotations/scaling and intensity jitter in training."},
+    )
+    prostate_oversampling: int = field(
+        default=3,
+        metadata={
+            "help": "training slices containing prostate are drawn this many times as often as the others "
+            "(1: no oversampling), so the rare class gets more gradient signal. An epoch stays as many "
+            "slices as the training split has."
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": '"auto" (mixed_bfloat16 where the hardware computes bfloat16 natively, float32 elsewhere: '
+            'unetlib.backend.default_precision()), "float32" or "mixed_bfloat16" (the output layer stays '
+            "float32)."
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "one seed for data order, augmentation and initialisation (0 to 2**32 - 1)."},
+    )
+    max_train_slices: int | None = field(
+        default=None,
+        metadata={"help": "use only this many training slices (None: all) — for smoke runs."},
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "stop training after this much wall time (None: no limit)."},
+    )
+    patience: int = field(
+        default=10,
+        metadata={"help": "early stopping after this many epochs without validation improvement."},
+    )
+    distribute: str = field(
+        default="none",
+        metadata={
+            "help": '"none" (one device), "mirrored" (every GPU of this machine, or UNETLIB_CPU_REPLICAS '
+            'logical CPU devices where there is none) or "multiworker" (several processes or machines, '
+            "from TF_CONFIG or Slurm's environment): see unetlib.distribute."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"config {name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+                raise ValueError(
+                    f"config {name}={getattr(self, name)!r}: unknown value; expected one of {', '.join(allowed)}"
+                )
+        self._check_features()
+        self._check_class_weights()
+        ranges = {
+            "dropout": (0 <= self.dropout < 1, "at least 0 and below 1"),
+            "learning_rate": (math.isfinite(self.learning_rate) and self.learning_rate > 0, "a finite number above 0"),
+            "epochs": (self.epochs >= 1, "at least 1"),
+            "batch_size": (self.batch_size >= 1, "at least 1"),
+            "prostate_oversampling": (self.prostate_oversampling >= 1, "at least 1 (1: no oversampling)"),
+            "seed": (0 <= self.seed <= _MAX_SEED, "a whole number from 0 to 2**32 - 1"),
+            "max_train_slices": (
+                self.max_train_slices is None or self.max_train_slices >= 1,
+                "at least 1, or None for all",
+            ),
+            "max_minutes": (
+                self.max_minutes is None or (math.isfinite(self.max_minutes) and self.max_minutes > 0),
+                "a finite number above 0, or None for no limit",
+            ),
+            "patience": (self.patience >= 1, "at least 1"),
+        }
+        for name, (valid, expected) in ranges.items():
+            if not valid:
+                raise ValueError(f"config {name}={getattr(self, name)!r}: out of range; expected {expected}")
+
+    def _check_features(self) -> None:
+        """Refuse filters per level that cannot build a UNet on :data:`~unetlib.labels.SLICE_SHAPE` slices."""
         if len(self.features) < 2:
-            raise ValueError("config features needs at least one encoder level and the bridge")
-        if self.epochs < 1 or self.batch_size < 1 or self.prostate_oversampling < 1:
-            raise ValueError("config epochs, batch_size and prostate_oversampling must be at least 1")
+            raise ValueError(
+                f"config features={self.features!r}: needs at least one encoder level and the bridge; "
+                "expected two or more filters per level, e.g. (16, 32, 64)"
+            )
+        if not all(isinstance(filters, numbers.Integral) and filters >= 1 for filters in self.features):
+            raise ValueError(
+                f"config features={self.features!r}: a level has no filters or a fraction of one; "
+                "expected whole numbers of at least 1"
+            )
+        if self.depth > _LARGEST_DEPTH:
+            indivisible = next(side for side in SLICE_SHAPE if side % 2**self.depth)
+            raise ValueError(
+                f"config features={self.features!r}: {self.depth} down-sampling steps need slice sides divisible "
+                f"by 2**{self.depth}={2**self.depth}, and {indivisible} (of the {SLICE_SHAPE[0]}x{SLICE_SHAPE[1]} "
+                f"slice) is not; expected at most {_LARGEST_DEPTH} down-sampling steps "
+                f"({_LARGEST_DEPTH + 1} filters per level)"
+            )
+
+    def _check_class_weights(self) -> None:
+        """Refuse class weights that do not give each class one finite, non-negative weight."""
+        weights = self.class_weights
+        if weights is None:
+            return
+        if len(weights) != NUM_CLASSES:
+            raise ValueError(
+                f"config class_weights={weights!r}: {len(weights)} weight(s); expected one per class, "
+                f"{NUM_CLASSES} ({', '.join(LABELS)})"
+            )
+        if not all(math.isfinite(weight) and weight >= 0 for weight in weights):
+            raise ValueError(
+                f"config class_weights={weights!r}: a weight is negative or not finite; "
+                "expected finite weights of at least 0"
+            )
+        if not any(weights):
+            raise ValueError(
+                f"config class_weights={weights!r}: every weight is 0, so the cross-entropy term vanishes; "
+                "expected at least one weight above 0"
+            )
+        if self.loss == "dice":
+            raise ValueError(
+                f"config class_weights={weights!r}: loss 'dice' has no cross-entropy term to weight; "
+                "expected None, or loss 'ce' or 'dice_ce'"
+            )
 
     @property
     def depth(self) -> int:
@@ -124,8 +260,14 @@ class Config:
             **changes: new values by field name; ``features`` may be any sequence (stored as a tuple).
 
         Raises:
-            ValueError: a changed value makes the config invalid (an unknown choice, fewer than two
-                ``features``, or ``epochs``, ``batch_size`` or ``prostate_oversampling`` below 1).
+            ValueError: a changed value makes the config invalid; the message names the field. Refused:
+                an unknown choice; ``features`` with fewer than two entries, an entry below 1, or more
+                down-sampling steps than the slice shape allows (both sides must divide by 2**depth);
+                ``class_weights`` that are not one finite, non-negative weight per class, are all 0, or
+                come with ``loss="dice"``; ``dropout`` outside [0, 1); a ``learning_rate`` or
+                ``max_minutes`` that is not a finite number above 0; ``epochs``, ``batch_size``,
+                ``prostate_oversampling``, ``patience`` or ``max_train_slices`` below 1; a ``seed``
+                outside 0..2**32 - 1.
             TypeError: a name is not a field.
         """
         if "features" in changes:
@@ -134,22 +276,8 @@ class Config:
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
-        """Each field's description from the class docstring (its ``Attributes:`` section), for
-        ``--help`` texts."""
-        help_text: dict[str, str] = {}
-        name = None
-        for line in (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines():
-            field_name, _, text = line.strip().partition(": ")
-            if line.startswith(" " * 8) and not line.startswith(" " * 9) and field_name.isidentifier() and text:
-                name = field_name
-                help_text[name] = text
-            elif name and line.strip():
-                help_text[name] += " " + line.strip()
-
-        def plain(text: str) -> str:  # no reST markup
-            return re.sub(r":\w+:`~?(?:[\w]+\.)*(\w+)`", r"\1", text).replace("``", "")
-
-        return {name: plain(text) for name, text in help_text.items()}
+        """Each field's description (its ``help`` metadata) by field name: the ``--help`` text of its flag."""
+        return {entry.name: entry.metadata["help"] for entry in dataclasses.fields(cls)}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
