@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import train_script
+from unetlib.cli import main
 from unetlib.evaluation import load_model
 
 TIMEOUT = 240  # seconds any one training process may take before the test gives up on it
@@ -28,98 +29,57 @@ def _history(run: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
-def _train_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unetlib", "train", "--preset", "smoke", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def test_mirrored_on_two_logical_cpus_matches_one_device_with_the_same_global_batch(tiny_phantom, tmp_path):
-    common = ["--data", str(tiny_phantom), "--epochs", "1"]
-    one = _train_cli(*common, "--out", str(tmp_path / "one"), "--batch-size", "4")
-    two = _train_cli(
-        *common,
-        "--out",
-        str(tmp_path / "two"),
-        "--batch-size",
-        "2",
-        "--distribute",
-        "mirrored",
-        env={"UNETLIB_CPU_REPLICAS": "2"},
-    )
-    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    assert "Trained on 2 replicas (mirrored): 4 slices per step" in two.stdout
-    # Same slices, same augmentation, same initial weights: the first epoch's loss agrees within
-    # 2% (batch norm and the pooled Dice see each replica's half batch, not the whole batch).
-    # A loss not divided among the replicas would come out twice as large.
-    loss_one, loss_two = _history(tmp_path / "one")[0]["loss"], _history(tmp_path / "two")[0]["loss"]
-    assert loss_two == pytest.approx(loss_one, rel=0.02)
-
-
-def test_a_last_batch_too_short_for_every_replica_is_filled_and_said(tiny_phantom, tmp_path):
-    # 15 validation slices in global batches of 2: the last batch holds one slice, which would
-    # leave the second replica an empty batch (TensorFlow's convolutions fail on it).
-    done = _train_cli(
-        "--data",
-        str(tiny_phantom),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "1",
-        "--max-train-slices",
-        "15",
-        "--distribute",
-        "mirrored",
-        env={"UNETLIB_CPU_REPLICAS": "2"},
-    )
-    assert done.returncode == 0, done.stderr
-    assert "the first 1 slice(s) are validated twice" in done.stderr
-    row = _history(tmp_path / "run")[0]
-    assert all(math.isfinite(value) for value in row.values()), row
-
-
-def test_cpu_replicas_must_be_a_positive_whole_number(tiny_phantom, tmp_path):
-    done = _train_cli(
-        "--data",
-        str(tiny_phantom),
-        "--out",
-        str(tmp_path / "run"),
-        "--distribute",
-        "mirrored",
-        env={"UNETLIB_CPU_REPLICAS": "two"},
-    )
-    assert done.returncode == 2 and "UNETLIB_CPU_REPLICAS='two'" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_multiworker_without_a_cluster_says_what_to_set(tiny_phantom, tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG" and not key.startswith("SLURM_")}
-    done = subprocess.run(
+def test_mirrored_on_two_logical_cpus_matches_one_device_and_fills_a_last_batch_too_short_to_share(
+    tiny_phantom, tmp_path, capsys
+):
+    # 13 slices in global batches of 4: the last validation batch holds one slice, which would leave
+    # the second replica an empty batch (TensorFlow's convolutions fail on it), so it is filled.
+    common = ["train", "--preset", "smoke", "--data", str(tiny_phantom), "--epochs", "1", "--max-train-slices", "13"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0  # one device, in this process
+    two = subprocess.run(  # logical devices must be set up before TensorFlow starts: a fresh process
         [
             sys.executable,
             "-m",
             "unetlib",
-            "train",
-            "--preset",
-            "smoke",
-            "--data",
-            str(tiny_phantom),
+            *common,
             "--out",
-            str(tmp_path / "run"),
+            str(tmp_path / "two"),
+            "--batch-size",
+            "2",
             "--distribute",
-            "multiworker",
+            "mirrored",
         ],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env=env,
+        env={**os.environ, "UNETLIB_CPU_REPLICAS": "2"},
     )
-    assert done.returncode == 2 and "TF_CONFIG" in done.stderr and "Traceback" not in done.stderr
+    assert two.returncode == 0, two.stderr
+    assert "Trained on 2 replicas (mirrored): 4 slices per step" in two.stdout
+    assert "the first 1 slice(s) are validated twice" in two.stderr
+    one_row, two_row = _history(tmp_path / "one")[0], _history(tmp_path / "two")[0]
+    assert all(math.isfinite(value) for value in two_row.values()), two_row
+    # Same slices, same augmentation, same initial weights: the first epoch's loss agrees within
+    # 2% (batch norm and the pooled Dice see each replica's half batch, not the whole batch).
+    # A loss not divided among the replicas would come out twice as large.
+    assert two_row["loss"] == pytest.approx(one_row["loss"], rel=0.02)
+
+
+def test_cpu_replicas_must_be_a_positive_whole_number(tiny_phantom, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UNETLIB_CPU_REPLICAS", "two")
+    argv = ["train", "--preset", "smoke", "--data", str(tiny_phantom), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--distribute", "mirrored"]) == 2
+    error = capsys.readouterr().err
+    assert "UNETLIB_CPU_REPLICAS='two'" in error and "Traceback" not in error
+
+
+def test_multiworker_without_a_cluster_says_what_to_set(tiny_phantom, tmp_path, monkeypatch, capsys):
+    for variable in [name for name in os.environ if name == "TF_CONFIG" or name.startswith("SLURM_")]:
+        monkeypatch.delenv(variable)
+    argv = ["train", "--preset", "smoke", "--data", str(tiny_phantom), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--distribute", "multiworker"]) == 2
+    error = capsys.readouterr().err
+    assert "TF_CONFIG" in error and "Traceback" not in error
     assert not (tmp_path / "run").exists()
 
 
@@ -225,3 +185,19 @@ def test_a_killed_worker_and_a_restart_of_both_resume_from_the_last_finished_epo
     assert "Epoch 1/2" not in outputs[0] and "Epoch 2/2" in outputs[0]
     assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)
     assert not (out / "backup").exists()
+
+
+def test_the_keras_mend_applies_only_to_the_keras_versions_it_was_tested_on(monkeypatch, caplog):
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    from unetlib import distribute
+
+    assert distribute.mends_keras("3.15.1") and distribute.mends_keras("3.15.0rc1")
+    assert not distribute.mends_keras("3.16.0") and not distribute.mends_keras("3.1.5")
+    monkeypatch.setattr(distribute, "MENDED_KERAS_VERSIONS", ("0.1",))  # as if this Keras were untested
+    before = trainer.reduce_per_replica
+    with caplog.at_level("WARNING", logger="unetlib.distribute"):
+        distribute._mend_keras_multiworker()
+    assert trainer.reduce_per_replica is before and not getattr(trainer, "_unetlib_mended", False)
+    assert f"not on this Keras {keras.version()}" in caplog.text and "runs unmended" in caplog.text

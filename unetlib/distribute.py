@@ -34,7 +34,15 @@ import tensorflow as tf
 from unetlib.config import DISTRIBUTIONS
 from unetlib.errors import DistributeError
 
-__all__ = ["CPU_REPLICAS_VARIABLE", "Placement", "cpu_replicas", "cluster_resolver", "make_placement"]
+__all__ = [
+    "MENDED_KERAS_VERSIONS",
+    "mends_keras",
+    "CPU_REPLICAS_VARIABLE",
+    "Placement",
+    "cpu_replicas",
+    "cluster_resolver",
+    "make_placement",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +188,20 @@ def make_placement(name: str) -> Placement:
     raise DistributeError(f"unknown distribution {name!r}; expected one of {', '.join(DISTRIBUTIONS)}")
 
 
+MENDED_KERAS_VERSIONS = ("3.15",)
+"""Keras releases (major.minor) whose ``model.fit`` the multi-worker mend was tested on."""
+
+
+def mends_keras(version: str) -> bool:
+    """Whether the multi-worker mend applies to this Keras version: one of
+    :data:`MENDED_KERAS_VERSIONS`, compared by major and minor release.
+
+    Args:
+        version: a Keras version as ``keras.version()`` gives it, e.g. ``"3.15.1"``.
+    """
+    return ".".join(version.split(".")[:2]) in MENDED_KERAS_VERSIONS
+
+
 def _mend_keras_multiworker() -> None:
     """Mend two places where Keras 3's ``model.fit`` fails under MultiWorkerMirroredStrategy
     (keras-team/keras#20585, tensorflow/tensorflow#72388), so the kit can use ``fit`` as it is
@@ -191,7 +213,9 @@ def _mend_keras_multiworker() -> None:
     * at each step, a scalar (the loss, a metric) is averaged over axis 0, which a scalar does
       not have: it is averaged as a whole instead.
 
-    Both changes apply only where several workers train; elsewhere Keras runs unchanged.
+    Both changes apply only where several workers train; elsewhere Keras runs unchanged. They
+    patch private Keras places, so they apply only to the Keras versions they were tested on
+    (:data:`MENDED_KERAS_VERSIONS`); any other Keras runs unmended, with a warning.
     ``tests/test_distribute.py`` trains two workers to check that they hold.
     """
     from keras import version as keras_version
@@ -199,6 +223,14 @@ def _mend_keras_multiworker() -> None:
     from keras.src.backend.tensorflow import trainer
 
     if getattr(trainer, "_unetlib_mended", False):
+        return
+    if not mends_keras(keras_version()):
+        logger.warning(
+            "--distribute multiworker: the mend of Keras' model.fit for several workers was tested on Keras %s, "
+            "not on this Keras %s, so it runs unmended (it may fail at its first step; keras-team/keras#20585)",
+            " and ".join(MENDED_KERAS_VERSIONS),
+            keras_version(),
+        )
         return
     try:
         symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
