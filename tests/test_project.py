@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -159,3 +160,14 @@ def test_every_module_lists_its_public_names_and_documents_them():
                 seen.add(id(value))
                 problems += _parameter_documentation_problems(value)
     assert not problems, f"{len(problems)} documentation gap(s):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("imported, not_loaded", [("unetlib.viz", "unetlib.data"), ("unetlib.data", "unetlib.phantom")])
+def test_imports_follow_the_layers(imported, not_loaded):
+    # Figures need slice names, not the data layer; reading data needs the generator only to generate.
+    code = f"import json, sys, {imported}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    assert imported in loaded
+    assert not [name for name in loaded if name == not_loaded or name.startswith(not_loaded + ".")], loaded

@@ -6,6 +6,7 @@ point it at the wrong folder, feed it a damaged file. Real files, real subproces
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from unetlib.config import make_config
 from unetlib.data import load_split, read_image, read_mask
 from unetlib.errors import DataError, TrainingError
 from unetlib.evaluation import load_model
+from unetlib.files import remove_dead_leftovers, staged_folder
+from unetlib.layout import CACHE_FOLDER
 from unetlib.model import build_unet
 from unetlib.phantom import generate_phantom
 from unetlib.prediction import predict_files
@@ -265,7 +268,7 @@ def test_phantom_overwrite_killed_midway_keeps_the_old_dataset_and_its_workers_d
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    staging = tmp_path / ".root.partial"
+    staging = tmp_path / f".root.{process.pid}.partial"  # the killed command's own staging folder
     deadline = time.monotonic() + 60
     while not list(staging.rglob("*.nii.gz")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -277,6 +280,58 @@ def test_phantom_overwrite_killed_midway_keeps_the_old_dataset_and_its_workers_d
     assert sorted(path.relative_to(out) for path in out.rglob("*.nii.gz")) == before
     generate_phantom(out, "tiny", seed=1, overwrite=True, workers=1, progress=False)  # the rerun completes
     assert len(before) == len(list(out.rglob("*.nii.gz"))) and not staging.exists()
+
+
+def _finished_pid() -> int:
+    """The process id of a process that has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (a decode cache aside) by its path in ``root``, with its SHA-256."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and CACHE_FOLDER not in path.relative_to(root).parts
+    }
+
+
+def test_two_phantom_commands_into_one_folder_at_once_both_succeed_with_one_phantom(tiny_phantom, tmp_path):
+    out = tmp_path / "root"
+    command = [sys.executable, "-m", "unetlib", "phantom", str(out), "--size", "tiny", "--workers", "1"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    errors = [stderr for _, stderr in outputs]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    # The second to finish found the first one's phantom (same seed, same bytes) in place and kept it.
+    assert sum("already written by another process" in error for error in errors) == 1, errors
+    assert _digests(out) == _digests(tiny_phantom)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["root"]  # no .root.PID.partial or .old beside it
+
+
+def test_phantom_removes_the_staging_folders_of_dead_processes_only(tmp_path):
+    dead = tmp_path / f".root.{_finished_pid()}.partial"
+    live = tmp_path / f".root.{os.getppid()}.partial"  # the process that started the tests is still running
+    for staging in (dead, live):
+        (staging / "keras_slices_train").mkdir(parents=True)
+        (staging / "keras_slices_train" / "case_001_week_0_slice_0.nii.gz").write_bytes(b"half")
+    generate_phantom(tmp_path / "root", "tiny", workers=1, progress=False)
+    assert not dead.exists()
+    assert (live / "keras_slices_train" / "case_001_week_0_slice_0.nii.gz").read_bytes() == b"half"
+    assert (tmp_path / "root" / ".unetlib-phantom.json").is_file()
+
+
+def test_a_phantom_replace_killed_between_its_renames_gets_the_old_dataset_back(tiny_phantom, tmp_path):
+    # What `phantom --overwrite` killed after moving the old root aside, before the new one was in, leaves.
+    aside = Path(shutil.copytree(tiny_phantom, tmp_path / f".root.{_finished_pid()}.old"))
+    before = _digests(aside)
+    with pytest.raises(FileExistsError, match="already exists"):
+        generate_phantom(tmp_path / "root", "tiny", seed=1, workers=1, progress=False)
+    assert _digests(tmp_path / "root") == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["root"]
 
 
 # --------------------------------------------------------------------------- decode cache
@@ -334,6 +389,72 @@ def test_partial_cache_folders_of_dead_processes_are_cleaned_up(tiny_phantom):
     (stale / "images.npy").write_bytes(b"half")
     load_split(tiny_phantom, "test", progress=False)
     assert not stale.exists()
+
+
+def _names(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
+
+
+def _folder_with(path: Path, text: str) -> Path:
+    path.mkdir()
+    (path / "data.txt").write_text(text)
+    return path
+
+
+def test_staged_folder_swaps_the_finished_folder_into_place(tmp_path):
+    target = tmp_path / "entry"
+    with staged_folder(target) as staging:
+        assert staging == tmp_path / f".entry.{os.getpid()}.partial" and not any(staging.iterdir())
+        (staging / "data.txt").write_text("new")
+        assert not target.exists()  # nothing in place until the writer is done
+    assert (target / "data.txt").read_text() == "new"
+    assert _names(tmp_path) == {"entry"}
+
+
+def test_staged_folder_refuses_a_folder_another_writer_filled_first(tmp_path):
+    target = tmp_path / "entry"
+    with pytest.raises(FileExistsError, match="entry: already exists"):
+        with staged_folder(target) as staging:
+            (staging / "data.txt").write_text("mine")
+            _folder_with(target, "theirs")  # another writer finished first
+    assert (target / "data.txt").read_text() == "theirs"
+    assert _names(tmp_path) == {"entry"}
+
+
+def test_staged_folder_replace_keeps_the_old_folder_until_the_new_one_is_in(tmp_path):
+    target = _folder_with(tmp_path / "entry", "old")
+    with staged_folder(target, replace=True) as staging:
+        (staging / "data.txt").write_text("new")
+        assert (target / "data.txt").read_text() == "old"
+    assert (target / "data.txt").read_text() == "new"
+    assert _names(tmp_path) == {"entry"}  # the old folder is gone once the new one is in
+
+
+def test_a_failing_writer_leaves_the_target_as_it_was_and_no_staging(tmp_path):
+    target = _folder_with(tmp_path / "entry", "old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with staged_folder(target, replace=True) as staging:
+            (staging / "data.txt").write_text("half")
+            raise RuntimeError("disk full")
+    assert (target / "data.txt").read_text() == "old"
+    assert _names(tmp_path) == {"entry"}
+
+
+def test_leftovers_of_dead_writers_are_cleaned_up_and_those_of_running_ones_kept(tmp_path):
+    dead, running = _finished_pid(), os.getppid()
+    _folder_with(tmp_path / f".a.{dead}.partial", "half")
+    _folder_with(tmp_path / f".a.{running}.partial", "being written")
+    _folder_with(tmp_path / f".a.{os.getpid()}.partial", "half")  # a killed writer's id, now this process's
+    _folder_with(tmp_path / f".b.{dead}.old", "old b")  # killed between its renames: b never arrived
+    _folder_with(tmp_path / "c", "new c")
+    _folder_with(tmp_path / f".c.{dead}.old", "old c")  # killed after the new c was in
+    _folder_with(tmp_path / ".d.partial", "not a writer's")
+    remove_dead_leftovers(tmp_path, "a")
+    assert _names(tmp_path) == {f".a.{running}.partial", f".b.{dead}.old", "c", f".c.{dead}.old", ".d.partial"}
+    remove_dead_leftovers(tmp_path)
+    assert _names(tmp_path) == {f".a.{running}.partial", "b", "c", ".d.partial"}
+    assert (tmp_path / "b" / "data.txt").read_text() == "old b"
+    assert (tmp_path / "c" / "data.txt").read_text() == "new c"
 
 
 # --------------------------------------------------------------------------- arguments and files

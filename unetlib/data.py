@@ -33,9 +33,9 @@ import numpy as np
 from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then shows the finished bar, not a widget's 0%
 
 from unetlib.errors import DataError
+from unetlib.files import remove_dead_leftovers, staged_folder
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
-from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir
-from unetlib.phantom import generate_phantom
+from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir, volume_key
 
 __all__ = [
     "PROJECT_ROOT",
@@ -44,7 +44,6 @@ __all__ = [
     "CACHE_VERSION",
     "SPLIT_IMAGE_DTYPE",
     "SlicePair",
-    "volume_key",
     "SplitArrays",
     "scan_split",
     "find_pairs",
@@ -62,6 +61,7 @@ __all__ = [
     "mask_dir",
     "is_nifti",
     "has_layout",
+    "volume_key",
     "DataError",
 ]
 
@@ -106,15 +106,6 @@ class SlicePair:
     case: int
     week: int
     slice: int
-
-
-def volume_key(key: str) -> str:
-    """The case-week (volume) a slice key belongs to: ``004_week_0_slice_12`` → ``004_week_0``.
-
-    Args:
-        key: a slice key (:attr:`SlicePair.key`).
-    """
-    return key.split("_slice_")[0]
 
 
 class SplitArrays(NamedTuple):
@@ -482,35 +473,22 @@ def load_split(
     return SplitArrays(images, labels, keys)
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with this id is running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_cache(target: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    """Write a split's cache atomically and remove the split's stale caches."""
+    """Write a split's cache atomically (:func:`~unetlib.files.staged_folder`) and remove the
+    split's stale caches and what killed writers left in the cache folder."""
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         split = target.name.rsplit("-", 1)[0]
         for stale in parent.glob(f"{split}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        for partial in parent.glob(".*.partial"):  # .NAME.PID.partial, left by a killed process
-            writer = partial.name.split(".")[-2]
-            if not (writer.isdigit() and _alive(int(writer))):
-                shutil.rmtree(partial, ignore_errors=True)
-        staging = parent / f".{target.name}.{os.getpid()}.partial"
-        staging.mkdir()
-        np.save(staging / "images.npy", images)
-        np.save(staging / "labels.npy", labels)
-        (staging / "keys.json").write_text(json.dumps(meta))
-        staging.rename(target)
+        remove_dead_leftovers(parent)
+        with staged_folder(target) as staging:
+            np.save(staging / "images.npy", images)
+            np.save(staging / "labels.npy", labels)
+            (staging / "keys.json").write_text(json.dumps(meta))
+    except FileExistsError:
+        pass  # another process wrote the same entry first: same files, keep theirs
     except OSError as exc:  # a full or read-only disk only costs speed next time
         logger.warning("could not cache decoded split in %s: %s", parent, exc)
 
@@ -553,6 +531,8 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
                 return child
     phantom_root = DATA_DIR / "phantom"
     if not has_layout(phantom_root) and generate:
+        from unetlib.phantom import generate_phantom  # only when needed: reading data never loads the generator
+
         logger.warning("no real data found; generating the synthetic phantom in %s", phantom_root)
         generate_phantom(phantom_root, DEFAULT_PHANTOM_SIZE)
     return phantom_root

@@ -1,16 +1,17 @@
 """The HipMRI folder layout: which folders a data root holds and how its files are named.
 
 A data root holds, per split, ``keras_slices_SPLIT/case_*.nii.gz`` images and
-``keras_slices_seg_SPLIT/seg_*.nii.gz`` masks. Both the loader (:mod:`unetlib.data`) and the
-phantom writer (:mod:`unetlib.phantom`) follow this module, so neither imports the other's
-internals.
+``keras_slices_seg_SPLIT/seg_*.nii.gz`` masks; an image and its mask share the name after the
+prefix, the slice *key* ``CASE_week_WEEK_slice_SLICE``. Both the loader (:mod:`unetlib.data`)
+and the phantom writer (:mod:`unetlib.phantom`) follow this module, so neither imports the
+other's internals, and code that only needs names (figures, reports) need not load either.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SPLITS", "CACHE_FOLDER", "image_dir", "mask_dir", "is_nifti", "has_layout"]
+__all__ = ["SPLITS", "CACHE_FOLDER", "image_dir", "mask_dir", "is_nifti", "has_layout", "volume_key"]
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 
@@ -73,3 +74,12 @@ def has_layout(root: Path | str) -> bool:
         root: the folder to look in.
     """
     return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)
+
+
+def volume_key(key: str) -> str:
+    """The case-week (volume) a slice key belongs to: ``004_week_0_slice_12`` → ``004_week_0``.
+
+    Args:
+        key: a slice key (:attr:`unetlib.data.SlicePair.key`).
+    """
+    return key.split("_slice_")[0]

@@ -7,8 +7,8 @@ import numpy as np
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch
 
-from unetlib.data import volume_key
 from unetlib.labels import LABEL_COLOURS, LABELS
+from unetlib.layout import volume_key
 
 __all__ = [
     "FOREGROUND",

@@ -12,9 +12,9 @@ the volume: voxel axes L and S, the third (implicit) axis P.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -24,9 +24,12 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from unetlib.files import staged_folder
 from unetlib.layout import CACHE_FOLDER, SPLITS, image_dir, is_nifti, mask_dir
 from unetlib.phantom.anatomy import Pelvis
 from unetlib.phantom.appearance import t2_image
+
+logger = logging.getLogger(__name__)
 
 ODD_CASE, ODD_WEEK, ODD_HEIGHT = 19, 1, 144
 """The real dataset's one odd-shaped case-week (a 256 × 256 × 144 volume, so 256×144 slices)."""
@@ -239,67 +242,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _finish_swap(out: Path, old: Path) -> None:
-    """Complete a swap a killed run left half done: put the old root back if the new one never
-    arrived, or drop it if the new one did."""
-    if old.exists():
-        if out.exists():
-            shutil.rmtree(old)
-        else:
-            old.rename(out)
+def _holds_phantom(root: Path, size: str, seed: int) -> bool:
+    """Whether ``root`` holds a complete phantom of this size and seed (its marker, written last
+    into the staging folder, says so)."""
+    try:
+        return json.loads((root / MARKER).read_text()) == {"size": size, "seed": seed}
+    except (OSError, ValueError):
+        return False
 
 
-def generate_phantom(
-    out: Path | str,
-    size: str = "small",
-    seed: int = 0,
-    *,
-    workers: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Write a synthetic dataset in the HipMRI layout under ``out`` and return ``out``.
-
-    ``size`` is one of :data:`SIZES` (``tiny``, ``small``, ``full``). The output is written to
-    a temporary sibling folder and swapped into place when complete, so an interrupted run
-    never leaves a half dataset that looks whole, and with ``overwrite`` the old one stays
-    until the new one is ready. An existing non-empty ``out`` is an error unless
-    ``overwrite`` is set, and even then if it holds anything a phantom write did not put there.
-    Worker processes end with the process that started them.
-
-    Args:
-        out: the data root to create.
-        size: ``"tiny"`` (300 slices), ``"small"`` (3,000) or ``"full"`` (12,660, the real dataset's counts).
-        seed: the random seed; the same seed writes the same bytes, whatever ``workers`` is.
-        workers: processes rendering case-weeks in parallel; None: one per core; 1: all in this process.
-        overwrite: replace an existing phantom in ``out``.
-        progress: show a progress bar.
-
-    Raises:
-        ValueError: ``size`` is not one of :data:`SIZES`.
-        FileExistsError: ``out`` is a file, or a non-empty folder without ``overwrite``, or holds
-            something a phantom write did not put there.
-    """
-    if size not in SIZES:
-        raise ValueError(f"unknown phantom size {size!r}; expected one of {', '.join(SIZES)}")
-    out = Path(out)
-    target = out.resolve()
-    old = target.with_name(f".{target.name}.old")
-    _finish_swap(target, old)
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: already exists and is not empty (use overwrite to replace it)")
-        foreign = _foreign_entry(target)
-        if foreign is not None:
-            raise FileExistsError(
-                f"{out}: holds {foreign}, which is not part of a phantom; refusing to replace "
-                "the folder (choose another OUT, or move its files away first)"
-            )
+def _write_phantom(staging: Path, size: str, seed: int, workers: int | None, progress: bool) -> None:
+    """Render every case-week of the phantom into the empty folder ``staging``; its marker last."""
     spec = SIZES[size]
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     for split in SPLITS:
         image_dir(staging, split).mkdir(parents=True)
         mask_dir(staging, split).mkdir(parents=True)
@@ -328,9 +282,75 @@ def generate_phantom(
             pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     (staging / MARKER).write_text(json.dumps({"size": size, "seed": seed}) + "\n")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.rename(old)  # kept until the new root is in place
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def generate_phantom(
+    out: Path | str,
+    size: str = "small",
+    seed: int = 0,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic dataset in the HipMRI layout under ``out`` and return ``out``.
+
+    ``size`` is one of :data:`SIZES` (``tiny``, ``small``, ``full``). The output is written to
+    a staging folder of this process's own beside ``out`` and swapped into place when complete
+    (:func:`unetlib.files.staged_folder`), so an interrupted run never leaves a half dataset
+    that looks whole, and with ``overwrite`` the old one stays until the new one is ready. An
+    existing non-empty ``out`` is an error unless ``overwrite`` is set, and even then if it
+    holds anything a phantom write did not put there. Worker processes end with the process
+    that started them. Two processes writing the same ``out`` at once do not disturb each
+    other: the one that finishes second finds the first one's phantom in place and, when it has
+    the same size and seed (so the same bytes), keeps it and says so in a warning.
+
+    Args:
+        out: the data root to create.
+        size: ``"tiny"`` (300 slices), ``"small"`` (3,000) or ``"full"`` (12,660, the real dataset's counts).
+        seed: the random seed; the same seed writes the same bytes, whatever ``workers`` is.
+        workers: processes rendering case-weeks in parallel; None: one per core; 1: all in this process.
+        overwrite: replace an existing phantom in ``out``.
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: ``size`` is not one of :data:`SIZES`.
+        FileExistsError: ``out`` is a file, or a non-empty folder without ``overwrite``, or holds
+            something a phantom write did not put there, or another process wrote something other
+            than this phantom there while this one was being written.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown phantom size {size!r}; expected one of {', '.join(SIZES)}")
+    out = Path(out)
+    target = out.resolve()
+    written = False
+    try:
+        # Each process writes into its own staging folder beside OUT (what killed runs left there
+        # is cleaned up first); the finished phantom is renamed into place in one step.
+        with staged_folder(target, replace=overwrite) as staging:
+            if target.exists() and not target.is_dir():
+                raise FileExistsError(f"{out}: exists and is not a folder")
+            if target.is_dir() and any(target.iterdir()):
+                if not overwrite:
+                    raise FileExistsError(f"{out}: already exists and is not empty (use overwrite to replace it)")
+                foreign = _foreign_entry(target)
+                if foreign is not None:
+                    raise FileExistsError(
+                        f"{out}: holds {foreign}, which is not part of a phantom; refusing to replace "
+                        "the folder (choose another OUT, or move its files away first)"
+                    )
+            _write_phantom(staging, size, seed, workers, progress)
+            written = True
+    except FileExistsError as exc:
+        if not written:
+            raise  # refused before writing
+        if not _holds_phantom(target, size, seed):  # another process put something else there meanwhile
+            raise FileExistsError(f"{out}: already exists and is not empty (use overwrite to replace it)") from exc
+        logger.warning(
+            "%s: the phantom (%s, seed %d) was already written by another process; the same seed writes "
+            "the same bytes, so it is kept",
+            out,
+            size,
+            seed,
+        )
     return out
