@@ -30,6 +30,7 @@ __all__ = [
     "VIEWS",
     "ERROR_COLOURS",
     "SliceViewer",
+    "save_figure",
 ]
 
 FOREGROUND = tuple(range(1, len(LABELS)))
@@ -613,3 +614,16 @@ class SliceViewer:
         bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
         bundle["text/plain"] = f"SliceViewer({len(self.keys)} slices, showing {self.keys[self.index]})"
         return bundle
+
+
+def save_figure(figure, path) -> None:
+    """Save a matplotlib figure as PNG, atomically (a reader never sees half a file).
+
+    Args:
+        figure: a matplotlib figure; it is not closed.
+        path: the ``.png`` file to write, at 100 dpi; its folder must exist.
+    """
+    from unetlib.files import atomic_path
+
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100, bbox_inches="tight")
