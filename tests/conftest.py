@@ -1,15 +1,21 @@
-"""Shared fixtures: a tiny phantom written once per test session, and helpers for NIfTI files."""
+"""Shared fixtures: a tiny phantom and a finished smoke run, each made once per test session, and helpers
+for NIfTI files and training scripts."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from unetlib.cli import main
+from unetlib.config import Config, make_config
 from unetlib.phantom import generate_phantom
 
 
@@ -30,6 +36,35 @@ def tiny_phantom(tmp_path_factory) -> Path:
 def phantom_copy(tiny_phantom, tmp_path) -> Path:
     """A private copy of the tiny phantom that a test may damage."""
     return Path(shutil.copytree(tiny_phantom, tmp_path / "root"))
+
+
+class SmokeRun(NamedTuple):
+    """A finished training run: its config, its folder and what ``unetlib train`` printed."""
+
+    config: Config
+    out: Path
+    log: str
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_phantom, tmp_path_factory) -> SmokeRun:
+    """A 3-epoch smoke run on the tiny phantom, trained once per session through the command line
+    with its output going to a pipe-like stream, as ``make demo > log`` does (read-only by convention:
+    tests that change a run take :func:`smoke_run_copy`). Sharing it spares every test that needs a
+    trained run the seconds of starting TensorFlow and training one of its own."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    log = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(log):
+        patch.setenv("UNETLIB_CACHE", str(tmp_path_factory.mktemp("smoke-cache")))
+        status = main(["train", "--preset", "smoke", "--data", str(tiny_phantom), "--epochs", "3", "--out", str(out)])
+    assert status == 0, log.getvalue()
+    return SmokeRun(make_config("smoke", data=str(tiny_phantom), epochs=3), out, log.getvalue())
+
+
+@pytest.fixture
+def smoke_run_copy(smoke_run, tmp_path) -> Path:
+    """A private copy of the finished smoke run's folder that a test may change."""
+    return Path(shutil.copytree(smoke_run.out, tmp_path / "run"))
 
 
 def write_nifti(path: Path, array: np.ndarray) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +234,37 @@ def test_phantom_is_generated_on_first_use(tmp_path, monkeypatch):
     root = resolve_data_root()
     assert root == tmp_path / "data" / "phantom"
     assert len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """Make ``folder`` read-only for this process: a read-only bind mount for root (whom permission
+    bits do not stop), the permission bits for anyone else."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and this machine does not allow a read-only bind mount")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_data_root_caches_under_the_user_cache_folder(phantom_copy, tmp_path, monkeypatch):
+    monkeypatch.delenv("UNETLIB_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with _read_only(phantom_copy):
+        assert not os.access(phantom_copy, os.W_OK)
+        first = load_split(phantom_copy, "validate", progress=False)
+        cache = data.cache_dir(phantom_copy)
+        assert cache.parent == tmp_path / "home" / ".cache" / "unetlib"
+        assert len(list(cache.glob("validate-*"))) == 1
+        assert not (phantom_copy / data.CACHE_FOLDER).exists()
+        again = load_split(phantom_copy, "validate", progress=False)  # from the user cache
+        np.testing.assert_array_equal(again.images, first.images)

@@ -73,57 +73,50 @@ def _finish(script: Path) -> None:
 # --------------------------------------------------------------------------- training: kill, rerun, resume
 
 
-def test_kill_9_mid_run_then_rerun_gives_each_epoch_once_and_a_loadable_model(tiny_phantom, tmp_path):
-    out = tmp_path / "run"
-    script = _train_script(
-        tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=4, patience=10)", out, pause_at_epoch=2
-    )
-    _kill(_run_until_paused(script))  # epochs 0 and 1 finished, killed at the start of epoch 2
-    assert _history_epochs(out) == [0, 1] and not (out / "complete.json").exists()
-    _finish(script)
-    assert _history_epochs(out) == [0, 1, 2, 3]
-    assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)
-    assert not (out / "backup").exists()
-
-
-def test_early_stopping_continues_where_it_was_after_a_kill(tiny_phantom, tmp_path):
-    # A frozen network (no normalisation, learning rate 0) never improves after epoch 0, so with
+def test_a_busy_run_refuses_a_second_and_after_kill_9_a_rerun_continues_each_epoch_once_as_it_was(
+    tiny_phantom, tmp_path
+):
+    # A frozen network (no normalisation, a learning rate of 1e-12, far below float32's resolution of
+    # its weights) never improves after epoch 0, so with
     # patience 2 an uninterrupted run stops after epoch 2. Killed after epoch 1, the rerun must
-    # stop there too, not start counting again.
+    # stop there too, not start counting again, and must not train epochs 0 and 1 a second time.
     config = (
         f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=8, patience=2, normalisation='none', "
-        "learning_rate=0.0)"
+        "learning_rate=1e-12)"
     )
     out = tmp_path / "run"
     script = _train_script(tmp_path, config, out, pause_at_epoch=2)
-    _kill(_run_until_paused(script))
+    first = _run_until_paused(script)  # epochs 0 and 1 committed, paused at the start of epoch 2
+    try:  # while it trains, a second run into its folder is refused and writes nothing
+        with pytest.raises(FileExistsError, match=f"another training run \\(pid {first.pid}\\)"):
+            train(make_config("smoke", data=str(tiny_phantom)), out, verbose=0)
+        assert _history_epochs(out) == [0, 1]
+    finally:
+        _kill(first)  # its lock goes with it
+    assert _history_epochs(out) == [0, 1] and not (out / "complete.json").exists()
     state = json.loads((out / "backup" / "state.json").read_text())
     assert state["epoch"] == 2 and state["wait"] == 1 and state["seconds"] > 0
     _finish(script)
     assert _history_epochs(out) == [0, 1, 2]
-    assert (
-        json.loads((out / "complete.json").read_text())["seconds"] >= state["seconds"]
-    )  # the budget counts both sessions
+    assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)
+    assert not (out / "backup").exists()
+    assert json.loads((out / "complete.json").read_text())["seconds"] >= state["seconds"]  # both sessions count
 
 
-def test_rerunning_a_finished_run_does_not_double_its_history(tiny_phantom, tmp_path):
-    config = make_config("smoke", data=str(tiny_phantom))
-    train(config, tmp_path / "run", verbose=0)
+def test_rerunning_a_finished_run_does_not_double_its_history(smoke_run, smoke_run_copy):
     with pytest.raises(FileExistsError, match="finished run"):
-        train(config, tmp_path / "run", verbose=0)
-    assert _history_epochs(tmp_path / "run") == [0, 1]
-    assert train(config, tmp_path / "run", reuse=True, verbose=0).reused
+        train(smoke_run.config, smoke_run_copy, verbose=0)
+    assert _history_epochs(smoke_run_copy) == [0, 1, 2]
+    assert train(smoke_run.config, smoke_run_copy, reuse=True, verbose=0).reused
 
 
-def test_a_history_damaged_by_an_older_version_is_read_with_a_warning(tiny_phantom, tmp_path, caplog):
-    config = make_config("smoke", data=str(tiny_phantom))
-    run = train(config, tmp_path / "run", verbose=0).out
-    text = (run / "history.csv").read_text()
-    header, first, second = text.splitlines()
-    (run / "history.csv").write_text("\n".join([header, first, header, second, second[:5]]) + "\n")
-    with caplog.at_level(logging.WARNING, logger="unetlib.training"):
-        result = train(config, run, reuse=True, verbose=0)
-    assert result.history["epoch"] == [0.0, 1.0] and "skipped 2 unreadable line(s)" in caplog.text
+def test_a_history_damaged_by_an_older_version_is_read_with_a_warning(smoke_run, smoke_run_copy, caplog):
+    history = smoke_run_copy / "history.csv"
+    header, first, second, third = history.read_text().splitlines()
+    history.write_text("\n".join([header, first, header, second, third, third[:5]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="unetlib.runs"):
+        result = train(smoke_run.config, smoke_run_copy, reuse=True, verbose=0)
+    assert result.history["epoch"] == [0.0, 1.0, 2.0] and "skipped 2 unreadable line(s)" in caplog.text
 
 
 class _PoisonWeights(keras.callbacks.Callback):
@@ -136,27 +129,13 @@ class _PoisonWeights(keras.callbacks.Callback):
 
 
 def test_a_run_whose_loss_turns_nan_fails_and_keeps_only_finite_models(tiny_phantom, tmp_path):
-    config = make_config("smoke", data=str(tiny_phantom), epochs=3, patience=10)
+    config = make_config("smoke", data=str(tiny_phantom), epochs=2, patience=10)
     with pytest.raises(TrainingError, match="NaN or infinite in epoch 2"):
         train(config, tmp_path / "run", verbose=0, callbacks=[_PoisonWeights()])
     assert _history_epochs(tmp_path / "run") == [0]
     kept = load_model(tmp_path / "run" / "model.keras")
     assert all(np.all(np.isfinite(weight)) for weight in kept.get_weights())
     assert not (tmp_path / "run" / "complete.json").exists()
-
-
-def test_a_second_run_into_a_busy_folder_is_refused(tiny_phantom, tmp_path):
-    out = tmp_path / "run"
-    script = _train_script(
-        tmp_path, f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=3)", out, pause_at_epoch=1
-    )
-    first = _run_until_paused(script)
-    try:
-        with pytest.raises(FileExistsError, match=f"another training run \\(pid {first.pid}\\)"):
-            train(make_config("smoke", data=str(tiny_phantom), epochs=3), out, verbose=0)
-        assert _history_epochs(out) == [0]  # the refused run wrote nothing
-    finally:
-        _kill(first)
 
 
 def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(tiny_phantom, tmp_path, capsys):

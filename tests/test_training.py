@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import time
 
 import keras
 import nibabel as nib
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from unetlib.callbacks import snapshot_indices
 from unetlib.config import Config, make_config
 from unetlib.data import find_pairs, read_mask
 from unetlib.evaluation import evaluate, load_model, predict_labels, predict_probabilities
@@ -22,7 +22,8 @@ from unetlib.model import build_unet
 from unetlib.phantom import SIZES
 from unetlib.pipeline import augment_batch, make_dataset
 from unetlib.prediction import predict_files
-from unetlib.training import snapshot_indices, train
+from unetlib.runs import read_history
+from unetlib.training import train
 
 
 def test_unet_shapes_names_and_softmax():
@@ -173,23 +174,18 @@ def test_pipeline_parallelism_does_not_change_the_batches():
     assert not np.array_equal(default[0][0], default[3][0])  # the stream moves on (12 slices = 3 batches)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tiny_phantom, tmp_path_factory):
-    config = make_config("smoke", data=str(tiny_phantom), epochs=3)
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    return config, train(config, out, verbose=0)
-
-
 def test_smoke_training_lowers_the_loss_and_writes_run_files(smoke_run):
-    config, result = smoke_run
-    losses = result.history["loss"]
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    history = read_history(smoke_run.out / "history.csv")
+    assert history["epoch"] == [0.0, 1.0, 2.0] and history["loss"][-1] < history["loss"][0]
     for name in ("model.keras", "config.json", "history.csv", "curves.png", "complete.json"):
-        assert (result.out / name).is_file()
-    assert Config.load(result.out / "config.json") == config
-    assert load_model(result.model_path).output_shape == (None, 256, 128, 6)
-    snapshots = sorted(path.name for path in (result.out / "snapshots").iterdir())
+        assert (smoke_run.out / name).is_file()
+    assert not (smoke_run.out / "backup").exists()
+    assert Config.load(smoke_run.out / "config.json") == smoke_run.config
+    assert load_model(smoke_run.out / "model.keras").output_shape == (None, 256, 128, 6)
+    snapshots = sorted(path.name for path in (smoke_run.out / "snapshots").iterdir())
     assert snapshots == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]  # one per epoch, no partial files left
+    summary = json.loads((smoke_run.out / "complete.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["precision"] in ("float32", "mixed_bfloat16")
 
 
 def test_snapshot_slices_show_prostate_from_large_to_small():
@@ -205,17 +201,15 @@ def test_an_explicit_none_override_lifts_a_preset_value():
     assert make_config("quick", max_minutes=None).max_minutes is None  # no time budget
 
 
-def test_finished_run_is_reused_and_different_config_refused(smoke_run):
-    config, result = smoke_run
-    again = train(config, result.out, reuse=True, verbose=0)
-    assert again.reused and again.history == result.history
+def test_finished_run_is_reused_and_different_config_refused(smoke_run, smoke_run_copy):
+    again = train(smoke_run.config, smoke_run_copy, reuse=True, verbose=0)
+    assert again.reused and again.history == read_history(smoke_run.out / "history.csv")
     with pytest.raises(FileExistsError, match="different config"):
-        train(config.replace(seed=99), result.out, verbose=0)
+        train(smoke_run.config.replace(seed=99), smoke_run_copy, verbose=0)
 
 
-def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom, tmp_path):
-    _, result = smoke_run
-    report, predictions = evaluate(result.model_path, tiny_phantom, "test", progress=False)
+def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom):
+    report, predictions = evaluate(smoke_run.out / "model.keras", tiny_phantom, "test", progress=False)
     assert predictions.shape == (SIZES["tiny"].count("test"), 256, 128) and predictions.dtype == np.uint8
     data = report.to_dict()
     assert set(data["per_class"]) == {"background", "body", "bone", "bladder", "rectum", "prostate"}
@@ -225,8 +219,7 @@ def test_evaluate_reports_every_class_and_the_criterion(smoke_run, tiny_phantom,
 
 
 def test_predict_preserves_shape_affine_and_header(smoke_run, tiny_phantom, tmp_path):
-    _, result = smoke_run
-    model = load_model(result.model_path)
+    model = load_model(smoke_run.out / "model.keras")
     odd = [p for p in find_pairs(tiny_phantom, "train") if nib.load(p.image_path).shape != (256, 128)]
     inputs = [odd[0].image_path, [p for p in odd if nib.load(p.image_path).shape == (256, 144)][0].image_path]
     written = predict_files(model, inputs, tmp_path / "out", probabilities=True)
@@ -284,27 +277,10 @@ def test_every_config_field_is_a_train_flag_and_unset_flags_keep_the_preset(monk
             assert f"--{field.replace('_', '-')}" in help_text
 
 
-def test_cli_training_logs_one_line_per_epoch_when_not_on_a_terminal(tiny_phantom, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "unetlib",
-            "train",
-            "--preset",
-            "smoke",
-            "--data",
-            str(tiny_phantom),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "\r" not in done.stdout and "\b" not in done.stdout  # no progress-bar redraws in a log file
-    assert [line.split(" - ")[0] for line in done.stdout.splitlines() if " - loss: " in line] == ["4/4", "4/4"]
+def test_cli_training_logs_one_line_per_epoch_when_not_on_a_terminal(smoke_run):
+    assert "\r" not in smoke_run.log and "\b" not in smoke_run.log  # no progress-bar redraws in a log file
+    assert [line.split(" - ")[0] for line in smoke_run.log.splitlines() if " - loss: " in line] == ["4/4"] * 3
+    assert f"Model: {smoke_run.out / 'model.keras'}" in smoke_run.log
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
@@ -369,7 +345,7 @@ def test_precision_is_bfloat16_only_where_the_cpu_computes_it_natively(tmp_path)
         make_config("quick", precision="float16")
 
 
-def test_oversampling_changes_which_slices_fill_an_epoch_not_its_length(tiny_phantom, tmp_path):
+def test_oversampling_changes_which_slices_fill_an_epoch_not_its_length(tiny_phantom, smoke_run):
     from unetlib.data import load_split
     from unetlib.labels import PROSTATE
     from unetlib.training import training_indices
@@ -379,17 +355,69 @@ def test_oversampling_changes_which_slices_fill_an_epoch_not_its_length(tiny_pha
     has_prostate = np.any(labels == PROSTATE, axis=(1, 2))
     assert 0 < has_prostate.sum() < len(labels)
     assert len(stream) == len(labels) + 2 * has_prostate.sum() and set(stream) == set(range(len(labels)))
-    batches = []
-
-    class CountBatches(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            batches.append(0)
-
-        def on_train_batch_end(self, batch, logs=None):
-            batches[-1] += 1
-
-    config = make_config("smoke", data=str(tiny_phantom), epochs=2, max_train_slices=16, batch_size=4)
+    # The smoke run trains on 16 slices in batches of 4 with prostate slices drawn 3 times as often:
+    # its epochs stay 16 // 4 steps long (the log's "4/4"), however many copies the stream holds.
+    config = smoke_run.config
+    assert config.prostate_oversampling == 3 and (config.max_train_slices, config.batch_size) == (16, 4)
     assert len(training_indices(labels, 16, config.prostate_oversampling)) > 16  # oversampling is active
-    train(config, tmp_path / "run", verbose=0, callbacks=[CountBatches()])
-    assert batches == [16 // 4] * 2
-    assert json.loads((tmp_path / "run" / "complete.json").read_text())["precision"] in ("float32", "mixed_bfloat16")
+    assert [line.split(" - ")[0] for line in smoke_run.log.splitlines() if " - loss: " in line] == ["4/4"] * 3
+
+
+class _Interrupted(Exception):
+    """Stands for a kill: raised at the start of an epoch, after the epochs before it were committed."""
+
+
+class _TimedSteps(keras.callbacks.Callback):
+    """Makes every training step last at least ``seconds`` and records when each one ended
+    (seconds since training began), and interrupts training at the start of ``interrupt_at_epoch``."""
+
+    def __init__(self, seconds: float, interrupt_at_epoch: int | None = None):
+        super().__init__()
+        self.seconds, self.interrupt_at_epoch, self.ends = seconds, interrupt_at_epoch, []
+        self.start = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.interrupt_at_epoch:
+            raise _Interrupted
+
+    def on_train_batch_begin(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+    def on_train_batch_end(self, batch, logs=None):  # called right after the budget's own check
+        self.ends.append(time.monotonic() - self.start)
+
+
+def test_the_time_budget_stops_within_a_step_and_a_resumed_run_keeps_what_is_left(tiny_phantom, tmp_path):
+    budget = 12  # seconds: the first epoch (which traces the graph) fits, and several more after it
+    config = make_config("smoke", data=str(tiny_phantom), epochs=100, patience=100, max_minutes=budget / 60)
+    out = tmp_path / "run"
+    with pytest.raises(_Interrupted):
+        train(config, out, verbose=0, callbacks=[_TimedSteps(0.1, interrupt_at_epoch=1)])
+    used = json.loads((out / "backup" / "state.json").read_text())["seconds"]
+    assert 0 < used < budget  # one epoch committed, inside the budget
+
+    resumed = _TimedSteps(0.1)
+    result = train(config, out, verbose=0, callbacks=[resumed])
+    left = budget - used
+    # The resumed run stops at the first step that ends past what is left of the budget, not of a
+    # fresh one: every step before its last ended within the time left.
+    assert resumed.ends[-1] >= left - 0.01 and all(end < left for end in resumed.ends[:-1])
+    epochs = result.history["epoch"]
+    assert epochs == [float(epoch) for epoch in range(len(epochs))] and 1 < len(epochs) < 100  # none trained twice
+    assert json.loads((out / "complete.json").read_text())["seconds"] >= budget  # both sessions count
+
+
+def test_a_mixed_bfloat16_run_trains_and_saves_a_model_that_loads_in_float32(tiny_phantom, tmp_path):
+    config = make_config("smoke", data=str(tiny_phantom), epochs=1, precision="mixed_bfloat16")
+    result = train(config, tmp_path / "run", verbose=0)
+    assert json.loads((result.out / "complete.json").read_text())["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # training put the policy back
+    model = load_model(result.model_path)
+    assert {layer.dtype_policy.name for layer in model.layers if layer.weights} >= {"mixed_bfloat16"}  # bfloat16 inside
+    images = np.random.default_rng(0).normal(size=(2, 256, 128, 1)).astype(np.float32)
+    probabilities = predict_probabilities(model, images, progress=False)
+    assert probabilities.dtype == np.float32 and np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)
