@@ -37,6 +37,8 @@ class SplitReport:
         cases: the case numbers seen (``case_004_…`` → 4).
         tiny: image files with a side under half of 256×128's shorter side (under 64 pixels).
         affine_mismatch: mask files whose NIfTI affine differs from their image's (beyond 1e-4).
+        ignored: one message per entry of the split's folders that is not part of the dataset (not
+            a NIfTI file, a folder, hidden items), naming it and why; see :func:`~unetlib.data.scan_split`.
     """
 
     split: str
@@ -48,6 +50,7 @@ class SplitReport:
     cases: set[int] = field(default_factory=set)
     tiny: list[Path] = field(default_factory=list)  # slices with a side under half the target's
     affine_mismatch: list[Path] = field(default_factory=list)  # masks whose affine differs from the image's
+    ignored: list[str] = field(default_factory=list)  # entries not part of the dataset, each with its reason
 
 
 @dataclass
@@ -59,8 +62,9 @@ class DataReport:
         splits: one :class:`SplitReport` per split, in the order train, validate, test.
         problems: one message per unusable file or folder (bad name, missing partner, unreadable
             or invalid data); any problem makes :attr:`ok` false.
-        warnings: messages about usable but suspicious data: tiny slices, mask affines that differ
-            from their image's, cases shared between splits.
+        warnings: messages about usable but suspicious data: entries of the split folders that are
+            ignored (each named, with the reason), tiny slices, mask affines that differ from their
+            image's, cases shared between splits.
     """
 
     root: Path
@@ -84,8 +88,9 @@ class DataReport:
             lines.append("  label histogram (voxels):")
             for name, count in zip(LABELS, report.label_counts):
                 lines.append(f"    {name:<10} {int(count):>12,d}  {100 * count / total:6.2f}%")
-        for warning in self.warnings:
-            lines.append(f"\nwarning: {warning}")
+        if self.warnings:
+            lines.append("")
+            lines.extend(f"warning: {warning}" for warning in self.warnings)
         if self.problems:
             lines.append(f"\n{len(self.problems)} problem(s) found:")
             lines.extend(f"  - {problem}" for problem in self.problems)
@@ -102,15 +107,18 @@ def check_data(root: Path | str, *, progress: bool = True) -> DataReport:
         progress: show a progress bar per split.
 
     Returns:
-        The report; a missing folder or a bad file is listed in its ``problems``, not raised.
+        The report; a missing folder or a bad file is listed in its ``problems``, not raised. Every
+        entry of the split folders is either read, a problem, or listed in its ``warnings`` as
+        ignored (a README, a sub-folder, ``.DS_Store``), with the reason.
     """
     root = Path(root)
     reports, problems, warnings = [], [], []
     for split in SPLITS:
         report = SplitReport(split)
         reports.append(report)
-        pairs, split_problems = scan_split(root, split)
+        pairs, split_problems = scan_split(root, split, ignored=report.ignored)
         problems.extend(split_problems)
+        warnings.extend(report.ignored)
         for pair in tqdm(pairs, desc=f"check {split}", unit="slice", disable=not progress):
             try:
                 _, labels, adjusted = read_pair(pair)

@@ -127,12 +127,47 @@ class SplitArrays(NamedTuple):
 # --------------------------------------------------------------------------- pairing
 
 
-def _index_folder(folder: Path, prefix: str, problems: list[str]) -> dict[str, tuple[Path, re.Match]]:
-    """Map key -> (path, name match) for the NIfTI files of one folder, noting bad names."""
+def _index_folder(
+    folder: Path, prefix: str, problems: list[str], ignored: list[str] | None = None
+) -> dict[str, tuple[Path, re.Match]]:
+    """Map key -> (path, name match) for the NIfTI files of one folder, noting bad names.
+
+    Every other entry is accounted for. One with a NIfTI name that is no readable file (a folder,
+    a broken link, a file without read permission) is a problem. Anything else (README files,
+    thumbnails, sub-folders) is not part of the dataset and goes to ``ignored`` with the reason;
+    hidden entries (``.DS_Store``) share one message per folder.
+    """
     index: dict[str, tuple[Path, re.Match]] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not is_nifti(path):
-            continue  # README files, thumbnails, .DS_Store: not part of the dataset
+    ignored = [] if ignored is None else ignored
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        problems.append(f"{folder}: cannot list the folder ({exc.strerror or exc})")
+        return index
+    hidden: list[str] = []
+    for path in entries:
+        try:
+            path.stat()  # follows links
+            unreadable = None if os.access(path, os.R_OK) else "no permission to read it"
+        except FileNotFoundError:  # a link whose target is gone, or an entry removed meanwhile
+            unreadable = (
+                f"a broken link (to {os.readlink(path)}, which does not exist)"
+                if path.is_symlink()
+                else "removed while the folder was read"
+            )
+        except OSError as exc:  # no permission to look at it, a loop of links
+            unreadable = f"cannot be read ({exc.strerror or exc})"
+        if not is_nifti(path):
+            if path.name.startswith(".") and unreadable is None:
+                hidden.append(path.name)
+            else:
+                kind = "a folder" if path.is_dir() else "not a NIfTI file"
+                ignored.append(f"{path}: {unreadable or kind}; ignored")
+            continue
+        if unreadable or not path.is_file():
+            kind = "a folder, not a NIfTI file" if path.is_dir() else "not a regular file"
+            problems.append(f"{path}: {unreadable or kind}")
+            continue
         match = _NAME.match(path.name)
         if match is None or match["prefix"] != prefix:
             problems.append(f"{path}: name does not follow {prefix}_XXX_week_W_slice_S.nii.gz")
@@ -142,23 +177,32 @@ def _index_folder(folder: Path, prefix: str, problems: list[str]) -> dict[str, t
             problems.append(f"{path}: duplicate of {index[key][0].name} (same key {key})")
             continue
         index[key] = (path, match)
+    if hidden:
+        shown = ", ".join(hidden[:5]) + (", …" if len(hidden) > 5 else "")
+        ignored.append(f"{folder}: {len(hidden)} hidden item{'s' if len(hidden) > 1 else ''} ({shown}); ignored")
     return index
 
 
-def scan_split(root: Path | str, split: str) -> tuple[list[SlicePair], list[str]]:
+def scan_split(root: Path | str, split: str, *, ignored: list[str] | None = None) -> tuple[list[SlicePair], list[str]]:
     """Pair a split's images with masks; return the pairs and every pairing problem found.
 
     Most code wants :func:`find_pairs`, which raises on problems; the dataset checker uses
-    this to list all of them at once.
+    this to list all of them at once, and to list what it ignored. Every entry of the two
+    folders is either paired, a problem, or ignored: entries that are not NIfTI files (a README,
+    thumbnails, sub-folders, ``.DS_Store``) are not part of the dataset and do not stop training.
 
     Args:
         root: the data root.
         split: ``"train"``, ``"validate"`` or ``"test"``.
+        ignored: a list to append one message to per entry that is not part of the dataset, naming
+            it and why, e.g. ``ROOT/keras_slices_train/notes.txt: not a NIfTI file; ignored`` (hidden
+            entries: one message per folder); None when the caller does not need them.
 
     Returns:
         ``(pairs, problems)``: the pairs ordered by case, week and slice, and one message per
-        missing folder, badly named or duplicate file, image without mask or mask without image.
-        A missing folder gives no pairs.
+        missing or unreadable folder, badly named or duplicate file, NIfTI name that is no readable
+        file (a folder, a broken link, no read permission), image without mask or mask without
+        image. A missing folder gives no pairs.
 
     Raises:
         ValueError: ``split`` is not one of :data:`SPLITS`.
@@ -167,11 +211,11 @@ def scan_split(root: Path | str, split: str) -> tuple[list[SlicePair], list[str]
     problems: list[str] = []
     for folder in (images_folder, masks_folder):
         if not folder.is_dir():
-            problems.append(f"{folder}: folder not found")
+            problems.append(f"{folder}: {'not a folder' if folder.exists() else 'folder not found'}")
     if problems:
         return [], problems
-    images = _index_folder(images_folder, "case", problems)
-    masks = _index_folder(masks_folder, "seg", problems)
+    images = _index_folder(images_folder, "case", problems, ignored)
+    masks = _index_folder(masks_folder, "seg", problems, ignored)
     for key in sorted(images.keys() - masks.keys()):
         problems.append(f"{images[key][0]}: no mask (expected {masks_folder / ('seg_' + key + '.nii.gz')})")
     for key in sorted(masks.keys() - images.keys()):

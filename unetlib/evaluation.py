@@ -14,7 +14,9 @@ import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 import json
 import math
+import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +26,16 @@ import numpy as np
 from tqdm import tqdm
 
 import unetlib.model  # noqa: F401  (registers the custom layers for loading)
-from unetlib.data import find_pairs, load_split, resolve_data_root, volume_key
+from unetlib.data import find_pairs, load_split, resolve_data_root
 from unetlib.errors import DataError
 from unetlib.files import write_atomic
-from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
+from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE, SLICE_SHAPE
+from unetlib.layout import volume_key
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
 
 __all__ = [
     "load_model",
+    "check_model",
     "predict_probabilities",
     "predict_labels",
     "EvaluationReport",
@@ -47,23 +51,149 @@ CRITERION_LABEL, CRITERION_MIN_DICE = "prostate", 0.75
 
 
 def load_model(path: Path | str) -> keras.Model:
-    """Load a saved ``.keras`` model for inference (no optimiser or loss needed).
+    """Load a saved ``.keras`` model for inference (no optimiser or loss needed) and check that it
+    fits the kit (:func:`check_model`).
+
+    A legacy HDF5 (``.h5``) Keras model is read as well. A path that exists but holds no readable
+    model (an empty, cut-short or foreign file, an archive without its config or weights, a folder)
+    is reported as damaged, never as missing.
 
     Args:
         path: a ``model.keras`` file written by ``unetlib train``.
 
     Raises:
-        FileNotFoundError: there is no file at ``path``.
-        DataError: the file cannot be read as a Keras model.
+        FileNotFoundError: nothing exists at ``path`` (or it is a link to nothing).
+        DataError: ``path`` cannot be read as a Keras model (the message says why), or the model
+            does not take 256x128 single-channel slices and give 6 classes per pixel.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found (train one with `unetlib train`)")
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many kinds for a truncated or foreign file
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {path}: {why[:200]} (is it a .keras file written by unetlib train?)") from None
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        if path.is_symlink():
+            raise FileNotFoundError(
+                f"{path}: model file not found (a link to {os.readlink(path)}, which does not exist)"
+            ) from None
+        raise FileNotFoundError(f"{path}: model file not found (train one with `unetlib train`)") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.R_OK):
+        raise DataError(f"cannot read {path}: no permission to read it")
+    why = _why_not_a_model_file(path)
+    if why is None:
+        with warnings.catch_warnings(record=True) as caught:  # Keras warns, then raises, on mismatched weights
+            warnings.simplefilter("always")
+            try:
+                model = keras.models.load_model(path, compile=False)
+            except Exception as exc:  # Keras, zipfile, h5py and json each raise their own kinds
+                why = _reason(exc)
+        if why is None and not isinstance(model, keras.Model):
+            why = f"it holds a {type(model).__name__}, not a model"
+    if why is not None:
+        raise DataError(f"cannot read {path}: damaged or not a Keras model ({why})")
+    for warning in caught:  # the model loaded: what Keras said about it is the user's to see
+        warnings.warn(warning.message, stacklevel=2)
+    check_model(model, path)
+    return model
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _reason(exc: Exception, limit: int = 160) -> str:
+    """The gist of an exception's message for a one-line error: its first sentence or line, at most
+    ``limit`` characters, or the exception's type when it has no message."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes its text
+    text = text.strip().splitlines()[0].strip() if text.strip() else type(exc).__name__
+    sentence_end = text.find(". ")
+    if 0 < sentence_end < limit:
+        text = text[: sentence_end + 1]
+    elif len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " …"
+    return text.rstrip(".:")
+
+
+def _why_not_a_model_file(path: Path) -> str | None:
+    """Why ``path`` cannot hold a Keras model, judged from what it is and its first bytes; None when
+    it may (a zip archive, as ``.keras`` files are, or a legacy HDF5 file): Keras then decides."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "a TensorFlow SavedModel folder; the kit reads .keras files"
+        return "a folder, not a .keras file"
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_HDF5_SIGNATURE))
+    except OSError as exc:  # an I/O error: a failing disk or network share
+        return exc.strerror or str(exc)
+    if not head:
+        return "the file is empty"
+    if head.startswith(_HDF5_SIGNATURE) or zipfile.is_zipfile(path):
+        return None
+    if head.startswith(b"PK"):
+        return "a zip archive cut short, as an interrupted copy or download leaves it"
+    return "not a zip archive, as a .keras file is"
+
+
+def check_model(model: keras.Model, source: Path | str | None = None) -> None:
+    """Check that ``model`` fits the kit: one input of 256x128 single-channel slices, shape
+    ``(None, 256, 128, 1)`` (height and width may be left open), and one output of 6 class
+    probabilities per pixel, ``(None, 256, 128, 6)``. A model that does not would be scored or
+    written without sense (a 3-class model's labels are not the kit's labels), so it is refused.
+
+    Args:
+        model: the Keras model to check.
+        source: what to call the model in messages, e.g. its file; None names it by ``model.name``.
+
+    Raises:
+        DataError: ``model`` is not a Keras model, or its input or output does not fit; the message
+            says what it has and what the kit expects.
+    """
+    name = str(source) if source is not None else f"model {getattr(model, 'name', '?')!r}"
+    height, width = SLICE_SHAPE
+    wanted_in, wanted_out = f"(None, {height}, {width}, 1)", f"(None, {height}, {width}, {NUM_CLASSES})"
+    if not isinstance(model, keras.Model):
+        raise DataError(f"{name}: a {type(model).__name__}, not a Keras model")
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):  # a subclassed or not yet built model: no declared input
+        inputs = None
+    if inputs is not None:
+        if len(inputs) != 1:
+            raise DataError(f"{name}: takes {len(inputs)} inputs; the kit feeds one, a batch of slices {wanted_in}")
+        shape = tuple(inputs[0].shape)
+        if len(shape) != 4:
+            raise DataError(f"{name}: takes input of shape {shape}; the kit feeds batches of slices {wanted_in}")
+        if shape[-1] != 1:
+            raise DataError(
+                f"{name}: takes {shape[-1]} channels per pixel (input {shape}); "
+                f"the kit's slices have 1 (one MRI intensity per pixel), input {wanted_in}"
+            )
+        if any(have is not None and have != want for have, want in zip(shape[1:3], SLICE_SHAPE)):
+            raise DataError(
+                f"{name}: takes slices of {shape[1]}x{shape[2]} (input {shape}); "
+                f"the kit's slices are {height}x{width}, input {wanted_in}"
+            )
+        if "float" not in str(inputs[0].dtype):
+            raise DataError(f"{name}: takes {inputs[0].dtype} input; the kit feeds float32 z-scored slices")
+    try:
+        output = model.compute_output_spec(keras.KerasTensor((None, height, width, 1), dtype="float32"))
+    except Exception as exc:  # the model cannot run on the kit's slices at all
+        raise DataError(f"{name}: cannot be applied to {height}x{width} slices {wanted_in} ({_reason(exc)})") from None
+    outputs = list(output.values()) if isinstance(output, dict) else output
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if len(outputs) != 1:
+        raise DataError(f"{name}: gives {len(outputs)} outputs; the kit expects one, class probabilities {wanted_out}")
+    shape = tuple(outputs[0].shape)
+    if len(shape) != 4 or tuple(shape[1:3]) != SLICE_SHAPE:
+        raise DataError(
+            f"{name}: outputs shape {shape} for {height}x{width} slices; "
+            f"the kit needs one probability per class and pixel, {wanted_out}"
+        )
+    if shape[-1] != NUM_CLASSES:
+        raise DataError(
+            f"{name}: outputs {shape[-1]} class{'es' if shape[-1] != 1 else ''} per pixel; "
+            f"the kit segments {NUM_CLASSES} ({', '.join(LABELS)})"
+        )
 
 
 def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, progress: bool):
@@ -329,9 +459,12 @@ def evaluate(
 
     Raises:
         FileNotFoundError: ``model`` is a path with no file.
-        DataError: the model file or the split's data cannot be read.
+        DataError: the model file or the split's data cannot be read, or the model does not fit the
+            kit (:func:`check_model`).
     """
-    if not isinstance(model, keras.Model):
+    if isinstance(model, keras.Model):
+        check_model(model)
+    else:
         model = load_model(model)
     root = resolve_data_root(root)
     data = load_split(root, split, progress=progress)

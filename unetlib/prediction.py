@@ -14,6 +14,7 @@ import numpy as np
 
 from unetlib.data import fit_to_shape, is_nifti, normalise, read_image
 from unetlib.errors import DataError
+from unetlib.evaluation import check_model
 from unetlib.files import atomic_path
 
 __all__ = ["output_name", "predict_files"]
@@ -113,10 +114,12 @@ def predict_files(
         The label files written, in input order (the probability files are not listed).
 
     Raises:
-        DataError: an input is neither a NIfTI file nor a folder holding some, two inputs share
-            an output name, ``out`` lies inside a dataset folder, outputs already exist without
-            ``overwrite``, or an input cannot be read.
+        DataError: the model does not fit the kit (:func:`unetlib.evaluation.check_model`), an input
+            is neither a NIfTI file nor a folder holding some, two inputs share an output name,
+            ``out`` lies inside a dataset folder, outputs already exist without ``overwrite``, or an
+            input cannot be read.
     """
+    check_model(model)
     files = _inputs(inputs)
     out = Path(out)
     _check_targets(files, out, probabilities, overwrite)
