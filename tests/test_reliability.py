@@ -278,7 +278,9 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def test_two_phantom_commands_into_one_folder_at_once_both_succeed_with_one_phantom(tiny_phantom, tmp_path):
+def test_two_phantom_commands_into_one_folder_at_once_both_succeed_with_one_phantom_of_the_seeds_bytes(
+    tiny_phantom, tmp_path
+):
     out = tmp_path / "root"
     command = [sys.executable, "-m", "unetlib", "phantom", str(out), "--size", "tiny", "--workers", "1"]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -287,7 +289,7 @@ def test_two_phantom_commands_into_one_folder_at_once_both_succeed_with_one_phan
     assert [process.returncode for process in processes] == [0, 0], errors
     # The second to finish found the first one's phantom (same seed, same bytes) in place and kept it.
     assert sum("already written by another process" in error for error in errors) == 1, errors
-    assert _digests(out) == _digests(tiny_phantom)
+    assert _digests(out) == _digests(tiny_phantom)  # one worker each, the fixture two: the same bytes
     assert sorted(path.name for path in tmp_path.iterdir()) == ["root"]  # no .root.PID.partial or .old beside it
 
 
