@@ -14,18 +14,20 @@ _phantom_writer: subprocess.Popen | None = None
 
 
 def pytest_collection_finish(session):
-    """When notebooks are to run and their default data root (``data/phantom``) is not written yet,
+    """When notebooks are to run and their default data root (``data/phantom``) is not written yet
+    (or an older phantom generator wrote it),
     write it in the background with one worker while the unit tests run, instead of in notebook
     01's first cell with the tests waiting: the same command and bytes, off the critical path."""
     global _phantom_writer
     if not any(str(item.fspath).endswith(".ipynb") for item in session.items):
         return
-    from unetlib.data import DATA_DIR, resolve_data_root
+    from unetlib.data import DATA_DIR, is_outdated_phantom, resolve_data_root
     from unetlib.layout import has_layout
 
     root = resolve_data_root(generate=False)
-    if root == DATA_DIR / "phantom" and not has_layout(root):
-        command = [sys.executable, "-m", "unetlib", "phantom", str(root), "--workers", "1"]
+    if root == DATA_DIR / "phantom" and (not has_layout(root) or is_outdated_phantom(root)):
+        # An outdated one is rewritten as resolve_data_root would (the default size and seed).
+        command = [sys.executable, "-m", "unetlib", "phantom", str(root), "--workers", "1", "--overwrite"]
         _phantom_writer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import unetlib.data as data
 from conftest import make_root, write_nifti
 from unetlib.data import DataError, find_pairs, load_split, normalise, read_image, read_mask, resolve_data_root
+from unetlib.layout import PHANTOM_MARKER, PHANTOM_VERSION
 from unetlib.phantom import SIZES
 
 
@@ -228,12 +231,25 @@ def test_resolve_data_root_rejects_a_folder_without_the_layout(tmp_path, monkeyp
         resolve_data_root()
 
 
-def test_phantom_is_generated_on_first_use(tmp_path, monkeypatch):
+def test_phantom_is_generated_on_first_use_and_rewritten_when_outdated(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(data, "DEFAULT_PHANTOM_SIZE", "tiny")
     root = resolve_data_root()
     assert root == tmp_path / "data" / "phantom"
     assert len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
+    assert not data.is_outdated_phantom(root)
+    # A phantom an older generator wrote (its marker has no version) is rewritten, same size and seed.
+    marker = root / PHANTOM_MARKER
+    marker.write_text(json.dumps({"size": "tiny", "seed": 0}))
+    first_image = find_pairs(root, "train")[0].image_path
+    os.utime(first_image, (0, 0))
+    assert data.is_outdated_phantom(root)
+    with caplog.at_level(logging.WARNING, logger="unetlib.data"):
+        assert resolve_data_root() == root
+    assert "written by phantom version 1 or 2; rewriting it" in caplog.text
+    assert json.loads(marker.read_text())["version"] == PHANTOM_VERSION
+    assert first_image.stat().st_mtime > 0 and len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
+    assert not data.is_outdated_phantom(root) and not data.is_outdated_phantom(tmp_path)  # no marker: not a phantom
 
 
 @contextlib.contextmanager

@@ -13,11 +13,15 @@ from scipy import ndimage
 from unetlib.data import SPLITS, find_pairs, image_dir, load_split, mask_dir, read_image, read_mask
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.phantom import ODD_CASE, ODD_HEIGHT, ODD_WEEK, SIZES, SLICES_PER_VOLUME, generate_phantom, render_case_week
+from unetlib.phantom.anatomy import HIP_JOINT_MM, TISSUES, Grid, Pelvis
+from unetlib.phantom.dataset import plan_case_weeks
 from unetlib.phantom.statistics import (
     REAL_SLICE_PRESENCE,
     REAL_VOXEL_FRACTIONS,
     best_intensity_band_dice,
+    gland_position,
     slice_presence,
+    tissue_brightness,
     volume_label_fractions,
 )
 
@@ -111,11 +115,16 @@ def test_consecutive_slices_are_continuous(tiny_phantom):
     assert min(body_overlap) > 0.95
 
 
-def test_masks_agree_with_the_true_shapes_like_a_second_observer():
+@pytest.fixture(scope="module")
+def four_case_weeks():
+    """Four case-weeks of seed 0 rendered in memory, with their tissue maps and true labels."""
+    return [render_case_week(0, case, week) for case, week in ((3, 0), (8, 1), (21, 0), (30, 2))]
+
+
+def test_masks_agree_with_the_true_shapes_like_a_second_observer(four_case_weeks):
     """The stored masks are a rater's: close to the true organs, never identical to them."""
     inside_mask = inside_truth = both = 0
-    for case, week in ((3, 0), (8, 1), (21, 0), (30, 2)):
-        slices = render_case_week(0, case, week)
+    for slices in four_case_weeks:
         mask, truth = slices.masks == PROSTATE, slices.truth == PROSTATE
         both += np.count_nonzero(mask & truth)
         inside_mask += np.count_nonzero(mask)
@@ -123,6 +132,49 @@ def test_masks_agree_with_the_true_shapes_like_a_second_observer():
         assert _dice(slices.masks == LABELS.index("body"), slices.truth == LABELS.index("body")) > 0.97
     agreement = 2 * both / (inside_mask + inside_truth)
     assert 0.8 <= agreement <= 0.95
+
+
+def test_t2_contrast_follows_the_literature(four_case_weeks):
+    """Urine > fat > peripheral zone > transition zone > muscle, in every case-week; the zones'
+    ratio is about 1.3-2.5 in most; the capsule is a dark line against the peripheral zone and
+    the fat around it, the stroma in front is dark and the venous plexus bright."""
+    ratios = []
+    for slices in four_case_weeks:
+        t = tissue_brightness(slices)
+        assert t["urine"] == 1.0 and t["fat"] > t["peripheral_zone"] > t["muscle"]
+        assert t["transition_zone"] > t["muscle"] and t["marrow"] > t["muscle"] > t["cortex"]
+        assert t["capsule"] < min(t["fat"], t["peripheral_zone"]) and t["stroma"] < t["transition_zone"]
+        assert t["venous_plexus"] > t["peripheral_zone"] and t["air"] < 0.1
+        ratios.append(t["peripheral_zone"] / t["transition_zone"])
+    assert 1.3 <= np.median(ratios) <= 2.5 and max(ratios) <= 3.0, ratios
+
+
+def test_the_gland_is_where_a_pelvis_field_of_view_puts_it():
+    """The field of view is placed on the pelvis, not on the gland: the gland's centre moves by
+    about 10 mm (SD) per axis between patients and by a few mm between a patient's weeks."""
+    plan = [(case, week) for _, case, week, _ in plan_case_weeks(SIZES["full"], 0)]
+    positions = np.array([gland_position(0, case, week) for case, week in plan])
+    assert np.all((positions.std(axis=0) > 6) & (positions.std(axis=0) < 13)), positions.std(axis=0)
+    by_case = defaultdict(list)
+    for (case, _), position in zip(plan, positions):
+        by_case[case].append(position)
+    within = np.concatenate([np.asarray(p) - np.mean(p, axis=0) for p in by_case.values() if len(p) > 1])
+    assert np.all(within.std(axis=0) < 5), within.std(axis=0)
+
+
+def test_each_femoral_head_sits_in_its_socket():
+    """Straight up from a femoral head's centre: the head's marrow, cortex, the joint's cartilage,
+    then the bone of the acetabulum's roof."""
+    pelvis = Pelvis(0, 3, 0)
+    for (x, y, z), radius, _ in pelvis.hip_joints():
+        line = Grid(np.array([x]), np.array([y]), z + np.arange(0.0, radius + 20, 0.25))
+        tissue = pelvis.render(line).tissue[0, 0]
+        names = [TISSUES[t] for t in tissue]
+        assert names[0] == "marrow"
+        joint = [i for i, name in enumerate(names) if name == "cartilage"]
+        assert joint and all(name in ("marrow", "cortex") for name in names[: joint[0]])
+        assert radius - 0.5 <= joint[0] * 0.25 <= radius + 0.5 and len(joint) * 0.25 <= HIP_JOINT_MM + 0.5
+        assert "cortex" in names[joint[-1] + 1 :] and "marrow" in names[joint[-1] + 1 :]
 
 
 def test_image_and_mask_are_aligned(tiny_phantom):

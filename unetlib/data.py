@@ -35,7 +35,17 @@ from tqdm import tqdm  # text bars, also in notebooks: a saved notebook then sho
 from unetlib.errors import DataError
 from unetlib.files import remove_dead_leftovers, staged_folder
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
-from unetlib.layout import CACHE_FOLDER, SPLITS, has_layout, image_dir, is_nifti, mask_dir, volume_key
+from unetlib.layout import (
+    CACHE_FOLDER,
+    PHANTOM_VERSION,
+    SPLITS,
+    has_layout,
+    image_dir,
+    is_nifti,
+    mask_dir,
+    phantom_marker,
+    volume_key,
+)
 
 __all__ = [
     "PROJECT_ROOT",
@@ -545,7 +555,8 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
 
     Order: ``explicit`` argument → ``UNETLIB_DATA`` environment variable → real data under
     ``data/`` (the folder itself or one folder below it) → ``data/phantom/``, generated on
-    first use (small size, seed 0) when ``generate`` is true.
+    first use (small size, seed 0) when ``generate`` is true, and rewritten (same size and seed)
+    when an older phantom generator wrote it.
 
     Args:
         explicit: a data root chosen by the caller (e.g. ``--data``); None to look further.
@@ -574,9 +585,27 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
             if child.is_dir() and child.name != "phantom" and has_layout(child):
                 return child
     phantom_root = DATA_DIR / "phantom"
-    if not has_layout(phantom_root) and generate:
+    if generate and not has_layout(phantom_root):
         from unetlib.phantom import generate_phantom  # only when needed: reading data never loads the generator
 
         logger.warning("no real data found; generating the synthetic phantom in %s", phantom_root)
         generate_phantom(phantom_root, DEFAULT_PHANTOM_SIZE)
+    elif generate and is_outdated_phantom(phantom_root):
+        from unetlib.phantom import generate_phantom
+
+        marker = phantom_marker(phantom_root)
+        logger.warning(
+            "%s was written by phantom version %s; rewriting it with version %d",
+            phantom_root,
+            marker.get("version", "1 or 2"),
+            PHANTOM_VERSION,
+        )
+        generate_phantom(phantom_root, marker.get("size", DEFAULT_PHANTOM_SIZE), marker.get("seed", 0), overwrite=True)
     return phantom_root
+
+
+def is_outdated_phantom(root: Path | str) -> bool:
+    """True when ``root`` holds a phantom that an older (or newer) phantom generator wrote: its
+    marker says the kit made it, with another version or none. Real data never is."""
+    marker = phantom_marker(root)
+    return marker is not None and marker.get("version") != PHANTOM_VERSION

@@ -9,14 +9,43 @@ other's internals, and code that only needs names (figures, reports) need not lo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-__all__ = ["SPLITS", "CACHE_FOLDER", "image_dir", "mask_dir", "is_nifti", "has_layout", "volume_key"]
+__all__ = [
+    "SPLITS",
+    "CACHE_FOLDER",
+    "PHANTOM_MARKER",
+    "PHANTOM_VERSION",
+    "image_dir",
+    "mask_dir",
+    "is_nifti",
+    "has_layout",
+    "phantom_marker",
+    "volume_key",
+]
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 
 CACHE_FOLDER = ".unetlib-cache"
 """The decoded-split cache's folder inside a writable data root (see :func:`unetlib.data.cache_dir`)."""
+
+
+PHANTOM_MARKER = ".unetlib-phantom.json"
+"""Written into every phantom root: its size, seed and generator version, and a sign that the kit made it."""
+PHANTOM_VERSION = 3
+"""The phantom generator's version; a phantom of another version is rewritten (see :func:`phantom_marker`).
+3: zonal T2 prostate anatomy, the field of view placed on the pelvis, hips in their sockets."""
+
+
+def phantom_marker(root: Path | str) -> dict | None:
+    """What the phantom marker in ``root`` records (``size``, ``seed``, ``version``; phantoms
+    written before versions were recorded have none), or None where there is no readable marker."""
+    try:
+        marker = json.loads((Path(root) / PHANTOM_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _check_split(split: str) -> str:

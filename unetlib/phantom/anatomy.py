@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unetlib.labels import LABELS
-from unetlib.phantom.shapes import SmoothField, capsule, ellipsoid, elliptic_tube, funnel, rotation, smooth_union
+from unetlib.phantom.shapes import SmoothField, capsule, cup, ellipsoid, elliptic_tube, funnel, rotation, smooth_union
 
 TISSUES: tuple[str, ...] = (
     "air",
@@ -42,7 +42,9 @@ TISSUES: tuple[str, ...] = (
     "gas",
     "peripheral_zone",
     "transition_zone",
+    "central_zone",
     "stroma",
+    "capsule",
     "nodule_dark",
     "nodule_bright",
     "lesion",
@@ -53,13 +55,20 @@ TISSUES: tuple[str, ...] = (
     "bowel_wall",
     "bowel_fluid",
     "erectile",
-    "periprostatic",
+    "venous_plexus",
+    "cartilage",
 )
 """Every tissue the phantom draws; :data:`unetlib.phantom.appearance.T2_INTENSITY` gives each its brightness."""
 TISSUE = {name: index for index, name in enumerate(TISSUES)}
 
 LABELLED = ("body", "bone", "rectum", "bladder", "prostate")
 """The labelled structures in the order they are painted: a later one wins where two meet."""
+
+HIP_JOINT_MM = 2.5
+"""Joint space of the hip (both cartilage layers) between the femoral head and its socket."""
+BODY_DEPTH, BODY_CENTRE_Y = (80.0, 124.0), 8.0
+"""How far the skin of the belly and of the back lie in front of and behind ``BODY_CENTRE_Y``
+at habitus 1 (mm)."""
 
 FAR = np.float32(1e4)
 """Distance (mm) standing for 'far outside' where a shape was not evaluated."""
@@ -165,8 +174,12 @@ class Pelvis:
         u, n = case_rng.uniform, case_rng.normal
 
         # Patient: habitus scales the body and its fat, p the bony pelvis.
-        self.habitus = float(u(0.88, 1.14))
+        self.habitus = float(u(0.85, 1.12))
         self.p = float(u(0.93, 1.07))
+        self.bone_offset = n(0, [1.5, 4.0, 5.0])  # the gland's place relative to the bony pelvis varies
+        # Depth of the back behind the body's middle: the habitus's, but at least 14 mm of soft
+        # tissue over the top of the sacrum.
+        self.back = float(max(BODY_DEPTH[1] * self.habitus, 126 * self.p + self.bone_offset[1] + 14 - BODY_CENTRE_Y))
         self.fat = float(u(12, 30) * self.habitus**2)
         self.crotch = float(-58 + n(0, 5))
         self.warp = tuple(SmoothField(case_rng, 120.0, 4) for _ in range(3))
@@ -182,13 +195,19 @@ class Pelvis:
         self.prostate_egg = u(0.05, 0.2)  # the base is wider than the apex
         self.prostate_surface = SmoothField(case_rng, 25.0)
         self.prostate_surface_mm = u(1.5, 3.5)
-        self.transition_zone = u(0.8, 1.15)  # benign enlargement of the central gland
+        # Zones: the peripheral and central zones keep about the same volume through life while
+        # benign hyperplasia grows the transition zone, so a larger gland is mostly transition zone.
+        outer_zones_ml = u(11.0, 17.0)
+        self.transition_share = float(np.clip((volume_ml - outer_zones_ml) / volume_ml, 0.2, 0.8))
         self.nodules = [
-            (tuple(n(0, [5, 3, 5])), u(3, 7), bool(case_rng.random() < 0.5)) for _ in range(case_rng.integers(2, 9))
-        ]
+            (tuple(n(0, [0.35, 0.25, 0.35])), u(0.12, 0.3), bool(case_rng.random() < 0.5))
+            for _ in range(case_rng.poisson(1 + 10 * self.transition_share))
+        ]  # BPH nodules: offset and radius as fractions of the transition zone, dark (stromal) or bright (glandular)
         self.lesion = (tuple(n([0, 0.55, -0.1], [0.35, 0.1, 0.3])), u(3.5, 8)) if case_rng.random() < 0.5 else None
         self.plexus = [(u(-2.6, -0.4), u(1.2, 2.6)) for _ in range(case_rng.integers(3, 8))]
-        self.periprostatic_mm = u(2.0, 7.0)  # veins and connective tissue hugging the gland
+        self.plexus_mm = u(2.5, 7.0)  # depth of the venous plexus in the fat in front of and beside the gland
+        self.plexus_veins = SmoothField(case_rng, 14.0)
+        self.capsule_mm = u(0.8, 1.5)
 
         # Bladder: its usual volume for this patient; the week scales it.
         self.bladder_usual_ml = u(110, 320)
@@ -276,34 +295,66 @@ class Pelvis:
         return centre, radii
 
     def bones(self):
-        """The bony pelvis and upper femora as (shape, arguments, cortex thickness) triples."""
-        p = self.p
+        """The bony pelvis and upper femora as (shape, arguments, cortex thickness) triples.
+
+        Sizes follow adult men: femoral heads about 48 mm across, a neck-shaft angle near
+        128°, a shaft cortex of about 6 mm. Each hip joint's cartilage is carved out of the
+        union by :meth:`hip_joints`; the two pubic bones meet at the symphysis with a disc of
+        cartilage between them.
+        """
+        p, (ox, oy, oz) = self.p, self.bone_offset
         parts = []
         for s in (-1, 1):
 
             def at(x, y, z, s=s):
-                return (s * x * p, y * p, z * p)
+                return (s * x * p + ox, y * p + oy, z * p + oz)
 
-            head = at(86, -10, 22)
+            head, radius = self._femoral_head(s)
             parts += [
-                ("ellipsoid", (head, (25 * p,) * 3), 2.0),
-                ("capsule", (head, at(128, -2, -2), 17 * p, 18 * p), 2.5),
-                ("ellipsoid", (at(136, 4, -4), (18 * p, 22 * p, 26 * p)), 2.0),
-                ("capsule", (at(132, 0, -18), at(112, -6, -260), 16 * p, 15 * p), 4.0),
-                ("ellipsoid", (at(112, 8, -34), (8 * p, 8 * p, 10 * p)), 2.0),
-                ("capsule", (at(80, -6, 40), at(100, 14, 115), 19 * p, 14 * p), 2.0),
-                ("ellipsoid", (at(105, 22, 125), (12 * p, 55 * p, 52 * p), rotation(yaw=s * 0.5, roll=-s * 0.35)), 2.0),
-                ("capsule", (at(66, 2, 18), at(54, 32, -40), 15 * p, 13 * p), 2.0),
-                ("ellipsoid", (at(54, 38, -50), (13 * p, 18 * p, 14 * p)), 2.0),
-                ("capsule", (at(70, -14, 16), at(12, -46, -2), 11 * p, 12 * p), 2.0),
-                ("ellipsoid", (at(9, -50, -12), (8 * p, 10 * p, 20 * p)), 2.0),
-                ("capsule", (at(10, -46, -26), at(52, 28, -50), 7 * p, 7 * p), 2.0),
+                ("ellipsoid", (head, (radius,) * 3), 2.0),  # femoral head
+                ("capsule", (head, at(121, -3, -6), 14 * p, 16 * p), 3.0),  # neck
+                ("ellipsoid", (at(138, 6, -4), (14 * p, 20 * p, 22 * p)), 2.5),  # greater trochanter
+                ("capsule", (at(128, 2, -16), at(112, -4, -260), 15 * p, 13 * p), 6.0),  # shaft
+                ("ellipsoid", (at(112, 10, -34), (8 * p, 8 * p, 10 * p)), 2.5),  # lesser trochanter
+                ("cup", (head, radius + HIP_JOINT_MM, 7 * p, self._acetabular_axis(s)), 2.5),  # acetabulum
+                ("capsule", (at(76, 4, 46), at(98, 18, 110), 17 * p, 12 * p), 2.5),  # body of the ilium
+                ("ellipsoid", (at(106, 24, 128), (11 * p, 55 * p, 50 * p), rotation(yaw=s * 0.5, roll=-s * 0.35)), 2.5),
+                ("capsule", (at(70, 10, 6), at(56, 34, -40), 14 * p, 12 * p), 2.5),  # ischium
+                ("ellipsoid", (at(54, 38, -50), (13 * p, 18 * p, 14 * p)), 2.5),  # ischial tuberosity
+                ("capsule", (at(70, -18, 14), at(14, -44, 0), 10 * p, 11 * p), 2.5),  # superior pubic ramus
+                ("ellipsoid", (at(11, -46, -8), (8 * p, 11 * p, 20 * p)), 2.5),  # body of the pubis
+                ("capsule", (at(10, -42, -26), at(52, 28, -50), 7 * p, 7 * p), 2.5),  # inferior pubic ramus
             ]
         parts += [
-            ("ellipsoid", ((0, 95 * p, 70 * p), (55 * p, 26 * p, 70 * p), rotation(pitch=-0.55)), 2.0),
-            ("capsule", ((0, 62 * p, -22 * p), (0, 80 * p, 20 * p), 7 * p, 10 * p), 2.0),
+            ("ellipsoid", ((ox, 88 * p + oy, 70 * p + oz), (52 * p, 22 * p, 70 * p), rotation(pitch=-0.55)), 2.5),
+            ("capsule", ((ox, 62 * p + oy, -22 * p + oz), (ox, 80 * p + oy, 20 * p + oz), 7 * p, 10 * p), 2.0),
         ]
         return parts
+
+    def _femoral_head(self, side: int) -> tuple[tuple[float, float, float], float]:
+        """Centre (pelvis frame, mm) and radius of the femoral head on ``side`` (-1 right, 1 left)."""
+        p, (ox, oy, oz) = self.p, self.bone_offset
+        return (side * 88 * p + ox, -8 * p + oy, 24 * p + oz), 24 * p
+
+    @staticmethod
+    def _acetabular_axis(side: int) -> tuple[float, float, float]:
+        """Direction from the femoral head's centre to the deepest point of its socket:
+        medial, a little posterior, mostly superior (the socket opens down and out)."""
+        axis = np.array([-0.55 * side, 0.25, 0.8])
+        return tuple(axis / np.linalg.norm(axis))
+
+    def hip_joints(self):
+        """(head centre, head radius, socket axis) of each hip joint: the joint space is the shell
+        of :data:`HIP_JOINT_MM` between the head and its socket."""
+        return [(*self._femoral_head(s), self._acetabular_axis(s)) for s in (-1, 1)]
+
+    def landmarks(self) -> dict[str, float]:
+        """Where a radiographer's reference points sit in this pelvis's frame (mm): the skin of
+        the back at the gland (what lies on the table) and the level of the femoral heads."""
+        return {
+            "back_y": float(BODY_CENTRE_Y + self.back),
+            "femoral_heads_z": self._femoral_head(1)[0][2],
+        }
 
     # ------------------------------------------------------------------ rendering
 
@@ -325,8 +376,12 @@ class Pelvis:
         g, h = scene.grid, self.habitus
         X, Y, Z = g.X, g.Y, g.Z
         profile = np.interp(g.z, [-200, -60, -20, 20, 60, 200], [0.92, 0.96, 1.0, 1.0, 0.93, 0.88])
-        width = (190 * h * profile).astype(np.float32)  # along z; the deformation bends the outline
-        depth, centre_y = float(132 * h), 8.0
+        # Over the hips the skin is a layer of muscle and fat outside the bony pelvis; front to
+        # back the body follows the habitus alone.
+        frame = 150 * self.p + 40 * h
+        width = (frame * profile).astype(np.float32)  # along z; the deformation bends the outline
+        centre_y = BODY_CENTRE_Y
+        depth = np.where(Y > centre_y, self.back, BODY_DEPTH[0] * h).astype(np.float32)  # front, back
         u, v = X / width, (Y - centre_y) / depth
         k0 = np.sqrt(u * u + v * v)
         k1 = np.sqrt((u / width) ** 2 + (v / depth) ** 2)
@@ -334,8 +389,9 @@ class Pelvis:
         trunk = np.maximum(trunk, self.crotch - Z)
         thighs = FAR
         for side in (-1, 1):
-            spread = 84 * h + 0.25 * np.maximum(self.crotch - Z, 0)
-            thighs = np.minimum(thighs, np.hypot((X - side * spread) / (82 * h), (Y + 5) / (90 * h)) * 82 * h - 82 * h)
+            spread = 0.44 * frame + 0.25 * np.maximum(self.crotch - Z, 0)
+            radius = 0.43 * frame
+            thighs = np.minimum(thighs, np.hypot((X - side * spread) / radius, (Y + 5) / (90 * h)) * radius - radius)
         body = smooth_union(trunk, thighs, 30.0).astype(np.float32)
         scene.distance["body"] = body
         scene.tissue[body <= 0] = TISSUE["muscle"]
@@ -381,15 +437,28 @@ class Pelvis:
                 centre, radii = args[0], args[1]
                 box = g.box(*_bounds(centre, max(radii) + 1))
                 d = ellipsoid(*g.coords(box), *args)
+            elif kind == "cup":
+                centre, inner, thickness, _ = args
+                box = g.box(*_bounds(centre, inner + thickness + 1))
+                d = cup(*g.coords(box), *args)
             else:
                 start, end, r0, r1 = args
                 box = g.box(*_segment_bounds(start, end, max(r0, r1) + 1))
                 d = capsule(*g.coords(box), *args)
             np.minimum(bone[box], d, out=bone[box])
             np.minimum(marrow[box], d + cortex, out=marrow[box])
+        joints = np.full(g.shape, FAR, dtype=np.float32)
+        for centre, radius, axis in self.hip_joints():  # cartilage between each head and its socket
+            box = g.box(*_bounds(centre, radius + HIP_JOINT_MM + 1))
+            joints[box] = cup(*g.coords(box), centre, radius, HIP_JOINT_MM, axis)
+        bone = np.maximum(bone, -joints)
+        marrow = np.maximum(marrow, 2.0 - joints)  # subchondral cortex on both sides of the joint
         scene.distance["bone"] = bone
         scene.tissue[bone <= 0] = TISSUE["cortex"]
         scene.tissue[marrow <= 0] = TISSUE["marrow"]
+        scene.tissue[(joints <= 0) & (scene.distance["body"] <= 0)] = TISSUE["cartilage"]
+        p, (ox, oy, oz) = self.p, self.bone_offset
+        scene.add("cartilage", "ellipsoid", (ox, -46 * p + oy, -8 * p + oz), (4 * p, 9 * p, 17 * p), outside=bone)
 
     def _paint_bowel_and_vessels(self, scene: Scene) -> None:
         p = self.p
@@ -494,20 +563,36 @@ class Pelvis:
         lx, ly, lz = self._prostate_local(*coords)
         inside = d <= 0
         tissue = scene.tissue[box].copy()
-        hugging = (d > 0) & (d <= self.periprostatic_mm) & (tissue == TISSUE["fat"])
-        tissue[hugging] = TISSUE["periprostatic"]
+        # Around the gland: fat, with the bright tortuous veins of the periprostatic plexus in
+        # front of and beside it (the neurovascular bundles behind are painted with the vessels).
+        plexus = (d > 0.5) & (d <= self.plexus_mm) & (ly < 0.3 * b) & (tissue == TISSUE["fat"])
+        where = np.nonzero(plexus)
+        veins = np.abs(self.plexus_veins(*(axis[where] for axis in coords))) < 0.4
+        tissue[tuple(axis[veins] for axis in where)] = TISSUE["venous_plexus"]
+
+        # Zones, as on T2-weighted MRI: the peripheral zone (bright) wraps the back and sides of
+        # the gland from apex to base; the transition zone (darker, nodular) sits in front and
+        # above the apex and grows with the gland; the central zone (dark) surrounds the
+        # ejaculatory ducts at the base; the anterior fibromuscular stroma (dark) covers the
+        # front; a thin dark capsule bounds the rest.
         tissue[inside] = TISSUE["peripheral_zone"]
-        tz = self.transition_zone
-        central = ellipsoid(lx, ly, lz, (0, -0.22 * b, 0.15 * c), (0.66 * a * tz, 0.58 * b * tz, 0.7 * c * tz)) <= 0
+        scale = (self.transition_share / (0.92 * 0.8 * 0.85)) ** (1 / 3)
+        tz_centre, tz_radii = (0.0, -0.18 * b, 0.1 * c), (0.92 * a * scale, 0.8 * b * scale, 0.85 * c * scale)
+        rim = 3.0 + 6.0 * np.clip(ly / b + 0.3, 0.0, 1.0)  # the peripheral zone is thickest at the back
+        central = (ellipsoid(lx, ly, lz, tz_centre, tz_radii) <= 0) & (d < -rim)
         tissue[inside & central] = TISSUE["transition_zone"]
-        for offset, radius, dark in self.nodules:
-            nodule = ellipsoid(lx, ly, lz, (offset[0], offset[1] - 0.22 * b, offset[2]), (radius,) * 3) <= 0
+        for (fx, fy, fz), radius, dark in self.nodules:
+            centre = tuple(o + f * r for o, f, r in zip(tz_centre, (fx, fy, fz), tz_radii))
+            nodule = ellipsoid(lx, ly, lz, centre, (radius * max(tz_radii),) * 3) <= 0
             tissue[inside & central & nodule] = TISSUE["nodule_dark" if dark else "nodule_bright"]
+        base = ellipsoid(lx, ly, lz, (0, 0.2 * b, 0.7 * c), (0.45 * a, 0.4 * b, 0.45 * c)) <= 0
+        tissue[inside & base & ~central] = TISSUE["central_zone"]
         if self.lesion is not None:
             (fx, fy, fz), radius = self.lesion
             lesion = ellipsoid(lx, ly, lz, (fx * a, fy * b, fz * c), (radius,) * 3) <= 0
             tissue[inside & lesion & ~central] = TISSUE["lesion"]
-        stroma = (ellipsoid(lx, ly, lz, (0, -0.85 * b, 0), (0.55 * a, 0.35 * b, 0.8 * c)) <= 0) | (d > -1.2)
+        tissue[inside & (d > -self.capsule_mm)] = TISSUE["capsule"]
+        stroma = ellipsoid(lx, ly, lz, (0, -0.95 * b, 0.1 * c), (0.6 * a, 0.42 * b, 0.85 * c)) <= 0
         tissue[inside & stroma] = TISSUE["stroma"]
         urethra = capsule(lx, ly, lz, (0, -0.25 * b, -c), (0, -0.1 * b, c), 2.2) <= 0
         tissue[inside & urethra] = TISSUE["urethra"]
@@ -539,8 +624,11 @@ class Scene:
         self.truth = np.zeros(grid.shape, dtype=np.uint8)
         self.mask = np.zeros(grid.shape, dtype=np.uint8)
 
-    def add(self, tissue: str, kind: str, *args, inside: np.ndarray | None = None) -> None:
-        """Paint ``tissue`` where an ellipsoid or capsule is (only ``inside`` a shape, if given)."""
+    def add(
+        self, tissue: str, kind: str, *args, inside: np.ndarray | None = None, outside: np.ndarray | None = None
+    ) -> None:
+        """Paint ``tissue`` where an ellipsoid or capsule is (only ``inside`` or ``outside`` a
+        shape's distance map, if given)."""
         g = self.grid
         if kind == "ellipsoid":
             centre, radii = args[0], args[1]
@@ -553,6 +641,8 @@ class Scene:
         where = (d <= 0) & (self.distance["body"][box] <= 0)
         if inside is not None:
             where &= inside[box] <= 0
+        if outside is not None:
+            where &= outside[box] > 0
         self.tissue[box][where] = TISSUE[tissue]
 
     def finish_labels(self, pelvis: Pelvis) -> None:

@@ -1,11 +1,13 @@
 """T2-weighted MR appearance of a tissue map: brightness, texture, partial volume, bias
 field, motion ghosts and Rician noise.
 
-On T2-weighted images fluid (urine, seminal fluid) and fat are bright, muscle is dark, the
-prostate's peripheral zone is brighter than its central gland, the rectal and bladder walls
-are dark, and gas and cortical bone give no signal. The prostate therefore meets
+On T2-weighted images urine is brightest, fat bright and muscle dark; the prostate's
+peripheral zone is bright and wraps the back and sides of a darker, nodular transition zone;
+the anterior fibromuscular stroma and the capsule are dark, the periprostatic venous plexus
+bright; gas and cortical bone give no signal and fatty marrow is intermediate to bright
+(``data/README.md`` gives the sources and the measured values). The prostate still meets
 structures of much its own brightness — the bladder wall at its base, the rectal wall
-behind, the pelvic-floor muscles at its apex — and only shape and context separate them.
+behind, the pelvic-floor muscles at its apex — where only shape and context separate them.
 """
 
 from __future__ import annotations
@@ -18,32 +20,49 @@ from unetlib.phantom.anatomy import TISSUES
 T2_INTENSITY: dict[str, tuple[float, float]] = {
     # tissue: (brightness relative to urine, texture: relative spread of fine structure)
     "air": (0.0, 0.0),
-    "fat": (0.68, 0.06),
-    "muscle": (0.28, 0.10),
-    "cortex": (0.04, 0.20),
-    "marrow": (0.58, 0.10),
+    "fat": (0.70, 0.06),
+    "muscle": (0.22, 0.10),
+    "cortex": (0.03, 0.20),
+    "marrow": (0.55, 0.12),
     "urine": (1.0, 0.02),
-    "bladder_wall": (0.26, 0.08),
-    "rectal_wall": (0.24, 0.08),
+    "bladder_wall": (0.22, 0.08),
+    "rectal_wall": (0.22, 0.08),
     "mucus": (0.55, 0.10),
     "stool": (0.42, 0.30),
     "gas": (0.02, 0.20),
-    "peripheral_zone": (0.50, 0.12),
-    "transition_zone": (0.32, 0.14),
-    "stroma": (0.22, 0.08),
-    "nodule_dark": (0.28, 0.10),
-    "nodule_bright": (0.55, 0.10),
-    "lesion": (0.30, 0.08),
+    "peripheral_zone": (0.60, 0.10),  # drawn per case as the transition zone's times a ratio
+    "transition_zone": (0.32, 0.16),
+    "central_zone": (0.27, 0.10),
+    "stroma": (0.16, 0.08),
+    "capsule": (0.14, 0.05),
+    "nodule_dark": (0.26, 0.10),
+    "nodule_bright": (0.58, 0.12),
+    "lesion": (0.27, 0.08),
     "urethra": (0.45, 0.05),
-    "seminal_fluid": (0.78, 0.22),
+    "seminal_fluid": (0.80, 0.22),
     "artery": (0.05, 0.10),
     "vein": (0.70, 0.15),
-    "bowel_wall": (0.33, 0.10),
+    "bowel_wall": (0.30, 0.10),
     "bowel_fluid": (0.90, 0.05),
     "erectile": (0.72, 0.12),
-    "periprostatic": (0.48, 0.30),
+    "venous_plexus": (0.80, 0.15),
+    "cartilage": (0.30, 0.08),
 }
 assert set(T2_INTENSITY) == set(TISSUES), "every tissue needs a T2 brightness"
+
+ZONAL_RATIO_MEDIAN, ZONAL_RATIO_RANGE = 2.1, (1.5, 3.0)
+"""Peripheral over transition zone brightness in most men (before gamma, texture and noise)."""
+FLAT_ZONES_SHARE, FLAT_ZONES_RANGE = 0.15, (1.0, 1.5)
+"""The minority whose peripheral zone has lost most of its brightness (hormone therapy before
+radiotherapy, prostatitis, haemorrhage after biopsy), and their ratio."""
+
+
+def zonal_ratio(rng: np.random.Generator) -> float:
+    """Peripheral/transition zone brightness of one case-week (see :data:`ZONAL_RATIO_MEDIAN`)."""
+    if rng.random() < FLAT_ZONES_SHARE:
+        return float(rng.uniform(*FLAT_ZONES_RANGE))
+    return float(np.clip(ZONAL_RATIO_MEDIAN * np.exp(rng.normal(0.0, 0.17)), *ZONAL_RATIO_RANGE))
+
 
 PARTIAL_VOLUME_SIGMA = 0.6
 """Blur (voxels) standing in for the scanner's point-spread function: borders mix tissues."""
@@ -55,16 +74,17 @@ def t2_image(
     """The magnitude image (float32, arbitrary scanner units) of a 3D tissue map.
 
     ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
-    case-week: every tissue's brightness varies by ±25% (the peripheral zone by more), the
-    contrast by a gamma of 0.8-1.25, a
+    case-week: every tissue's brightness varies by ±12% (scanners and coils differ), the
+    peripheral zone is the transition zone's times :func:`zonal_ratio`, the contrast varies by
+    a gamma of 0.8-1.25, a
     smooth bias field of up to about ±30% darkens the middle of the body (the receive coils
     sit on the skin) or one side, one in four
     volumes carries faint motion ghosts along the left-right axis, and Rician noise at a
     signal-to-noise ratio of about 20-50 sits on an overall scale of 200-1200.
     """
     brightness = np.array([T2_INTENSITY[name][0] for name in TISSUES], dtype=np.float32)
-    brightness *= rng.uniform(0.75, 1.25, len(TISSUES)).astype(np.float32)
-    brightness[TISSUES.index("peripheral_zone")] *= rng.uniform(0.6, 1.2)  # e.g. darker after hormone therapy
+    brightness *= rng.uniform(0.88, 1.12, len(TISSUES)).astype(np.float32)
+    brightness[TISSUES.index("peripheral_zone")] = brightness[TISSUES.index("transition_zone")] * zonal_ratio(rng)
     texture = np.array([T2_INTENSITY[name][1] for name in TISSUES], dtype=np.float32)
 
     fine = ndimage.gaussian_filter(rng.standard_normal(tissue.shape, dtype=np.float32), 0.8)

@@ -25,7 +25,16 @@ import numpy as np
 from tqdm import tqdm
 
 from unetlib.files import staged_folder
-from unetlib.layout import CACHE_FOLDER, SPLITS, image_dir, is_nifti, mask_dir
+from unetlib.layout import (
+    CACHE_FOLDER,
+    PHANTOM_MARKER,
+    PHANTOM_VERSION,
+    SPLITS,
+    image_dir,
+    is_nifti,
+    mask_dir,
+    phantom_marker,
+)
 from unetlib.phantom.anatomy import Pelvis
 from unetlib.phantom.appearance import t2_image
 
@@ -39,6 +48,12 @@ SUPERIOR_SPACING = 1.56
 """mm between voxels along S (the real volumes' third axis)."""
 USUAL_SPACING, SPACING_RANGE = 1.68, (1.41, 1.88)
 """In-plane spacing (mm): most real volumes have 1.68 mm, the rest lie in this range."""
+TABLE_TO_FIELD_CENTRE, HEADS_TO_FIELD_CENTRE = 137.0, 1.0
+"""Height (mm) of the field of view's centre above the skin of the back, and its level above the
+femoral heads' centres: where the radiographer puts it."""
+PLACEMENT_SD, WEEKLY_PLACEMENT_SD = (8.0, 7.0, 7.0), (2.0, 2.0, 3.0)
+"""Spread (mm, L, P, S) of the patient's position on the table and of the landmark the
+radiographer sets, between cases and between the weeks of a case (``data/README.md``)."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +105,28 @@ class Acquisition:
     first_slice: int  # index along P of slice_0
 
     @classmethod
-    def draw(cls, seed: int, case: int, week: int) -> Acquisition:
+    def draw(cls, seed: int, case: int, week: int, pelvis: Pelvis) -> Acquisition:
+        """Place the field of view on ``pelvis`` as a radiographer does, on the patient rather
+        than on the gland: centred left-right on the patient as they lie, front-to-back at a
+        fixed height above the table (so the gland's height follows the thickness of the
+        patient's back), and superior-inferior on the femoral heads. Where the patient lies
+        and where the landmark is put vary between cases, a little between weeks; the 60
+        exported slices are chosen around the organs."""
         case_rng = np.random.default_rng([seed, case, 0xC9])
         week_rng = np.random.default_rng([seed, case, week, 0xCA])
         spacing = USUAL_SPACING if case_rng.random() < 0.7 else round(case_rng.uniform(*SPACING_RANGE), 2)
         height = ODD_HEIGHT if (case, week) == (ODD_CASE, ODD_WEEK) else VOLUME_HEIGHT
-        centre = case_rng.normal([0, -5, -25], [5, 6, 7]) + week_rng.normal(0, [2, 2, 3])
-        slab_centre = 4.0 + case_rng.normal(0, 3) + week_rng.normal(0, 1.5)  # mm behind the prostate centre
+        landmarks = pelvis.landmarks()
+        placement = case_rng.normal(0, PLACEMENT_SD) + week_rng.normal(0, WEEKLY_PLACEMENT_SD)
+        field_centre = np.array(
+            [
+                placement[0],
+                landmarks["back_y"] - TABLE_TO_FIELD_CENTRE + placement[1],
+                landmarks["femoral_heads_z"] + HEADS_TO_FIELD_CENTRE + placement[2],
+            ]
+        )
+        centre = -field_centre  # the prostate (the pelvis frame's origin) seen from the field's centre
+        slab_centre = 4.0 + case_rng.normal(0, 4) + week_rng.normal(0, 1.5)  # mm behind the prostate centre
         first = int(round((slab_centre + centre[1]) / spacing + (VOLUME_SIDE - 1) / 2 - (SLICES_PER_VOLUME - 1) / 2))
         first = int(np.clip(first, 0, VOLUME_SIDE - SLICES_PER_VOLUME))
         return cls(spacing, height, tuple(float(c) for c in centre), first)
@@ -137,6 +167,7 @@ class CaseWeekSlices:
     images: np.ndarray  # float32 scanner units
     masks: np.ndarray  # uint8 labels as the rater drew them (what the dataset stores)
     truth: np.ndarray  # uint8 labels of the true shapes (never written; for checks)
+    tissue: np.ndarray  # uint8 index into anatomy.TISSUES of what is there (never written; for checks)
     acquisition: Acquisition
 
 
@@ -150,17 +181,17 @@ def render_case_week(seed: int, case: int, week: int) -> CaseWeekSlices:
 
     Returns:
         The slices as arrays ``(60, 256, S)`` (S = 128, or 144 for case 19 week 1): float32 image
-        intensities, the rater's uint8 masks and the true uint8 labels, and the acquisition geometry.
+        intensities, the rater's uint8 masks, the true uint8 labels and the tissue map, and the
+        acquisition geometry.
     """
-    acquisition = Acquisition.draw(seed, case, week)
     pelvis = Pelvis(seed, case, week)
+    acquisition = Acquisition.draw(seed, case, week, pelvis)
     axes = acquisition.axes()
     scene = pelvis.render(pelvis.grid(*axes))
     image = t2_image(scene.tissue, np.random.default_rng([seed, case, week, 0xD1]), axes)
     # Block axes are (L, P, S); slices step along P.
-    return CaseWeekSlices(
-        np.moveaxis(image, 1, 0), np.moveaxis(scene.mask, 1, 0), np.moveaxis(scene.truth, 1, 0), acquisition
-    )
+    image, mask, truth, tissue = (np.moveaxis(block, 1, 0) for block in (image, scene.mask, scene.truth, scene.tissue))
+    return CaseWeekSlices(image, mask, truth, tissue, acquisition)
 
 
 # --------------------------------------------------------------------------- writing
@@ -207,17 +238,13 @@ def plan_case_weeks(size: PhantomSize, seed: int) -> list[tuple[str, int, int, b
     return plan
 
 
-MARKER = ".unetlib-phantom.json"
-"""Written into every phantom root: its size and seed, and a sign that the kit made it."""
-
-
 def _foreign_entry(root: Path) -> Path | None:
     """The first entry of ``root`` that a phantom write did not put there (None if all did):
     a phantom root holds its marker, the decode cache and the six keras_slices folders of
     case_/seg_ NIfTI files."""
     layout = {folder(root, split).name: folder for split in SPLITS for folder in (image_dir, mask_dir)}
     for entry in root.iterdir():
-        if entry.name in (MARKER, CACHE_FOLDER):
+        if entry.name in (PHANTOM_MARKER, CACHE_FOLDER):
             continue
         if entry.name not in layout or not entry.is_dir():
             return entry
@@ -245,10 +272,7 @@ def _die_with_parent(parent: int) -> None:
 def _holds_phantom(root: Path, size: str, seed: int) -> bool:
     """Whether ``root`` holds a complete phantom of this size and seed (its marker, written last
     into the staging folder, says so)."""
-    try:
-        return json.loads((root / MARKER).read_text()) == {"size": size, "seed": seed}
-    except (OSError, ValueError):
-        return False
+    return phantom_marker(root) == {"size": size, "seed": seed, "version": PHANTOM_VERSION}
 
 
 def _write_phantom(staging: Path, size: str, seed: int, workers: int | None, progress: bool) -> None:
@@ -281,7 +305,8 @@ def _write_phantom(staging: Path, size: str, seed: int, workers: int | None, pro
         finally:  # on an error or Ctrl-C, drop the queued case-weeks instead of finishing them
             pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
-    (staging / MARKER).write_text(json.dumps({"size": size, "seed": seed}) + "\n")
+    marker = {"size": size, "seed": seed, "version": PHANTOM_VERSION}
+    (staging / PHANTOM_MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def generate_phantom(

@@ -52,6 +52,17 @@ def capsule(x, y, z, start: Point, end: Point, radius_start: float, radius_end: 
     return np.sqrt(dx * dx + dy * dy + dz * dz) - (radius_start + t * (radius_end - radius_start))
 
 
+def cup(x, y, z, centre: Point, inner: float, thickness: float, axis: Point) -> np.ndarray:
+    """A spherical shell from radius ``inner`` to ``inner + thickness`` around ``centre``, on the
+    side that ``axis`` (a unit vector) points to and a little beyond: a socket, such as the
+    acetabulum around the femoral head."""
+    px, py, pz = x - centre[0], y - centre[1], z - centre[2]
+    radius = np.sqrt(px * px + py * py + pz * pz)
+    shell = np.abs(radius - (inner + thickness / 2)) - thickness / 2
+    facing = -(px * axis[0] + py * axis[1] + pz * axis[2]) - 0.2 * inner  # rim a little past the equator
+    return np.maximum(shell, facing)
+
+
 def elliptic_tube(x, y, z, heights, centre_x, centre_y, radius_x, radius_y) -> np.ndarray:
     """A tube running along z whose centre and elliptic cross-section follow control points.
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from unetlib.labels import LABELS, NUM_CLASSES
-from unetlib.phantom.anatomy import Pelvis
-from unetlib.phantom.dataset import VOLUME_SIDE, Acquisition
+from unetlib.phantom.anatomy import TISSUES, Pelvis
+from unetlib.phantom.dataset import VOLUME_SIDE, Acquisition, CaseWeekSlices
 
 REAL_SLICE_PRESENCE: dict[str, float] = {"bladder": 401 / 540, "rectum": 220 / 540, "prostate": 195 / 540}
 """Share of the real test split's 540 slices that contain each organ."""
@@ -43,11 +43,29 @@ def voxel_fractions(labels: np.ndarray) -> np.ndarray:
 def volume_label_fractions(seed: int, case: int, week: int, stride: int = 2) -> np.ndarray:
     """Voxel fractions of a whole phantom 3D volume (every ``stride``-th voxel along each
     axis), as its rater contoured it: comparable with :data:`REAL_VOXEL_FRACTIONS`."""
-    acquisition = Acquisition.draw(seed, case, week)
     pelvis = Pelvis(seed, case, week)
+    acquisition = Acquisition.draw(seed, case, week, pelvis)
     x, y, z = acquisition.axes(range(0, VOLUME_SIDE))
     scene = pelvis.render(pelvis.grid(x[::stride], y[::stride], z[::stride]))
     return voxel_fractions(scene.mask)
+
+
+def tissue_brightness(slices: CaseWeekSlices) -> dict[str, float]:
+    """Median image intensity of every tissue present in one case-week's slices, relative to
+    the median of its urine: the scale on which T2-weighted contrast is described."""
+    urine = np.median(slices.images[slices.tissue == TISSUES.index("urine")])
+    return {
+        name: float(np.median(slices.images[slices.tissue == index]) / urine)
+        for index, name in enumerate(TISSUES)
+        if np.any(slices.tissue == index)
+    }
+
+
+def gland_position(seed: int, case: int, week: int) -> np.ndarray:
+    """Where the prostate's centre sits in the scanner's field of view (mm from its centre, along
+    L, P, S) in one case-week."""
+    pelvis = Pelvis(seed, case, week)
+    return np.asarray(Acquisition.draw(seed, case, week, pelvis).prostate_at) + pelvis.prostate_shift
 
 
 def best_intensity_band_dice(images: np.ndarray, target: np.ndarray, bins: int = 400) -> float:
