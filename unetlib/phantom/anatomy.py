@@ -578,7 +578,7 @@ class Pelvis:
         tissue[inside] = TISSUE["peripheral_zone"]
         scale = (self.transition_share / (0.92 * 0.8 * 0.85)) ** (1 / 3)
         tz_centre, tz_radii = (0.0, -0.18 * b, 0.1 * c), (0.92 * a * scale, 0.8 * b * scale, 0.85 * c * scale)
-        rim = 3.0 + 6.0 * np.clip(ly / b + 0.3, 0.0, 1.0)  # the peripheral zone is thickest at the back
+        rim = 4.5 + 7.0 * np.clip(ly / b + 0.5, 0.0, 1.0)  # the peripheral zone: thin in front, thickest at the back
         central = (ellipsoid(lx, ly, lz, tz_centre, tz_radii) <= 0) & (d < -rim)
         tissue[inside & central] = TISSUE["transition_zone"]
         for (fx, fy, fz), radius, dark in self.nodules:
