@@ -135,18 +135,20 @@ def test_masks_agree_with_the_true_shapes_like_a_second_observer(four_case_weeks
 
 
 def test_t2_contrast_follows_the_literature(four_case_weeks):
-    """Urine > fat > peripheral zone > transition zone > muscle, in every case-week; the zones'
-    ratio is about 1.3-2.5 in most; the capsule is a dark line against the peripheral zone and
-    the fat around it, the stroma in front is dark and the venous plexus bright."""
+    """Urine brightest; the peripheral zone at most about as bright as fat, never darker than the
+    transition zone, clearly brighter in most men (``benchmarks/phantom_report.py`` measures the
+    ratio over a whole phantom); the capsule a dark line against the peripheral zone and the fat
+    around it, the stroma in front dark, the venous plexus bright."""
     ratios = []
     for slices in four_case_weeks:
         t = tissue_brightness(slices)
-        assert t["urine"] == 1.0 and t["fat"] > t["peripheral_zone"] > t["muscle"]
+        assert t["urine"] == 1.0 and max(t.values()) == 1.0
+        assert 1.15 * t["fat"] > t["peripheral_zone"] > t["muscle"]
         assert t["transition_zone"] > t["muscle"] and t["marrow"] > t["muscle"] > t["cortex"]
         assert t["capsule"] < min(t["fat"], t["peripheral_zone"]) and t["stroma"] < t["transition_zone"]
-        assert t["venous_plexus"] > t["peripheral_zone"] and t["air"] < 0.1
+        assert t["venous_plexus"] > max(t["transition_zone"], t["muscle"]) and t["air"] < 0.1
         ratios.append(t["peripheral_zone"] / t["transition_zone"])
-    assert 1.3 <= np.median(ratios) <= 2.5 and max(ratios) <= 3.0, ratios
+    assert all(1.0 <= ratio <= 2.6 for ratio in ratios) and max(ratios) > 1.6, ratios
 
 
 def test_the_gland_is_where_a_pelvis_field_of_view_puts_it():

@@ -50,15 +50,17 @@ T2_INTENSITY: dict[str, tuple[float, float]] = {
 }
 assert set(T2_INTENSITY) == set(TISSUES), "every tissue needs a T2 brightness"
 
-ZONAL_RATIO_MEDIAN, ZONAL_RATIO_RANGE = 2.1, (1.5, 3.0)
-"""Peripheral over transition zone brightness in most men (before gamma, texture and noise)."""
-FLAT_ZONES_SHARE, FLAT_ZONES_RANGE = 0.15, (1.0, 1.5)
-"""The minority whose peripheral zone has lost most of its brightness (hormone therapy before
-radiotherapy, prostatitis, haemorrhage after biopsy), and their ratio."""
+ZONAL_RATIO_MEDIAN, ZONAL_RATIO_RANGE = 2.1, (1.5, 2.6)
+"""Peripheral over transition zone brightness in most men (before gamma, partial volume, texture
+and noise, which bring the measured ratio to about 1.3-2.5; ``data/README.md``)."""
+FLAT_ZONES_SHARE, FLAT_ZONES_RANGE = 0.3, (1.0, 1.5)
+"""The minority of patients whose peripheral zone has lost much of its brightness (hormone
+therapy, which many men receive with radiotherapy; prostatitis; radiotherapy itself), and
+their ratio."""
 
 
 def zonal_ratio(rng: np.random.Generator) -> float:
-    """Peripheral/transition zone brightness of one case-week (see :data:`ZONAL_RATIO_MEDIAN`)."""
+    """Peripheral/transition zone brightness of one patient (see :data:`ZONAL_RATIO_MEDIAN`)."""
     if rng.random() < FLAT_ZONES_SHARE:
         return float(rng.uniform(*FLAT_ZONES_RANGE))
     return float(np.clip(ZONAL_RATIO_MEDIAN * np.exp(rng.normal(0.0, 0.17)), *ZONAL_RATIO_RANGE))
@@ -69,14 +71,17 @@ PARTIAL_VOLUME_SIGMA = 0.6
 
 
 def t2_image(
-    tissue: np.ndarray, rng: np.random.Generator, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]
+    tissue: np.ndarray,
+    rng: np.random.Generator,
+    axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray],
+    zones: float = ZONAL_RATIO_MEDIAN,
 ) -> np.ndarray:
     """The magnitude image (float32, arbitrary scanner units) of a 3D tissue map.
 
-    ``axes_mm`` are the block's coordinates along its three axes (for the bias field). Per
-    case-week: every tissue's brightness varies by ±12% (scanners and coils differ), the
-    peripheral zone is the transition zone's times :func:`zonal_ratio`, the contrast varies by
-    a gamma of 0.8-1.25, a
+    ``axes_mm`` are the block's coordinates along its three axes (for the bias field); ``zones``
+    is the patient's peripheral/transition zone ratio (:func:`zonal_ratio`). Per case-week:
+    every tissue's brightness varies by ±12% (scanners and coils differ), the peripheral zone
+    is the transition zone's times ``zones``, the contrast varies by a gamma of 0.8-1.25, a
     smooth bias field of up to about ±30% darkens the middle of the body (the receive coils
     sit on the skin) or one side, one in four
     volumes carries faint motion ghosts along the left-right axis, and Rician noise at a
@@ -84,7 +89,7 @@ def t2_image(
     """
     brightness = np.array([T2_INTENSITY[name][0] for name in TISSUES], dtype=np.float32)
     brightness *= rng.uniform(0.88, 1.12, len(TISSUES)).astype(np.float32)
-    brightness[TISSUES.index("peripheral_zone")] = brightness[TISSUES.index("transition_zone")] * zonal_ratio(rng)
+    brightness[TISSUES.index("peripheral_zone")] = brightness[TISSUES.index("transition_zone")] * zones
     texture = np.array([T2_INTENSITY[name][1] for name in TISSUES], dtype=np.float32)
 
     fine = ndimage.gaussian_filter(rng.standard_normal(tissue.shape, dtype=np.float32), 0.8)

@@ -36,7 +36,7 @@ from unetlib.layout import (
     phantom_marker,
 )
 from unetlib.phantom.anatomy import Pelvis
-from unetlib.phantom.appearance import t2_image
+from unetlib.phantom.appearance import t2_image, zonal_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,8 @@ def render_case_week(seed: int, case: int, week: int) -> CaseWeekSlices:
     acquisition = Acquisition.draw(seed, case, week, pelvis)
     axes = acquisition.axes()
     scene = pelvis.render(pelvis.grid(*axes))
-    image = t2_image(scene.tissue, np.random.default_rng([seed, case, week, 0xD1]), axes)
+    zones = zonal_ratio(np.random.default_rng([seed, case, 0xD2]))  # the patient's, every week
+    image = t2_image(scene.tissue, np.random.default_rng([seed, case, week, 0xD1]), axes, zones)
     # Block axes are (L, P, S); slices step along P.
     image, mask, truth, tissue = (np.moveaxis(block, 1, 0) for block in (image, scene.mask, scene.truth, scene.tissue))
     return CaseWeekSlices(image, mask, truth, tissue, acquisition)
