@@ -214,6 +214,9 @@ def test_resolve_data_root_order(tmp_path, monkeypatch, tiny_phantom):
     monkeypatch.setattr(data, "DATA_DIR", project_data)
     # Nothing present and generation off: the phantom location is the answer.
     assert resolve_data_root(generate=False) == project_data / "phantom"
+    # A hidden folder with the layout (what a killed phantom writer leaves) is not data.
+    make_root(project_data / ".phantom.123.partial", {"004_week_0_slice_0": (_slice(0), _mask(1))})
+    assert resolve_data_root(generate=False) == project_data / "phantom"
     # Real data one folder below data/ is found, and preferred to the phantom.
     real = make_root(project_data / "HipMRI_study_keras_slices_data", {"004_week_0_slice_0": (_slice(0), _mask(1))})
     assert resolve_data_root() == real

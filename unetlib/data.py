@@ -582,7 +582,8 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
         return DATA_DIR
     if DATA_DIR.is_dir():
         for child in sorted(DATA_DIR.iterdir()):
-            if child.is_dir() and child.name != "phantom" and has_layout(child):
+            # Hidden folders are never data: e.g. a phantom writer's staging folder (.phantom.PID.partial).
+            if child.is_dir() and child.name != "phantom" and not child.name.startswith(".") and has_layout(child):
                 return child
     phantom_root = DATA_DIR / "phantom"
     if generate and not has_layout(phantom_root):
