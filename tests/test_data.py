@@ -17,7 +17,7 @@ import unetlib.data as data
 from conftest import make_root, write_nifti
 from unetlib.data import DataError, find_pairs, load_split, normalise, read_image, read_mask, resolve_data_root
 from unetlib.layout import PHANTOM_MARKER, PHANTOM_VERSION
-from unetlib.phantom import SIZES
+from unetlib.phantom import SIZES, PhantomSize
 
 
 def _slice(value: float, shape=(256, 128)) -> np.ndarray:
@@ -235,15 +235,17 @@ def test_resolve_data_root_rejects_a_folder_without_the_layout(tmp_path, monkeyp
 
 
 def test_phantom_is_generated_on_first_use_and_rewritten_when_outdated(tmp_path, monkeypatch, caplog):
+    # A phantom of one case-week per split keeps this test's two generations short.
+    monkeypatch.setitem(SIZES, "micro", PhantomSize({"train": (1,), "validate": (1,), "test": (1,)}))
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(data, "DEFAULT_PHANTOM_SIZE", "tiny")
+    monkeypatch.setattr(data, "DEFAULT_PHANTOM_SIZE", "micro")
     root = resolve_data_root()
     assert root == tmp_path / "data" / "phantom"
-    assert len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
+    assert len(find_pairs(root, "train")) == SIZES["micro"].count("train")
     assert not data.is_outdated_phantom(root)
     # A phantom an older generator wrote (its marker has no version) is rewritten, same size and seed.
     marker = root / PHANTOM_MARKER
-    marker.write_text(json.dumps({"size": "tiny", "seed": 0}))
+    marker.write_text(json.dumps({"size": "micro", "seed": 0}))
     first_image = find_pairs(root, "train")[0].image_path
     os.utime(first_image, (0, 0))
     assert data.is_outdated_phantom(root)
@@ -251,7 +253,7 @@ def test_phantom_is_generated_on_first_use_and_rewritten_when_outdated(tmp_path,
         assert resolve_data_root() == root
     assert "written by phantom version 1 or 2; rewriting it" in caplog.text
     assert json.loads(marker.read_text())["version"] == PHANTOM_VERSION
-    assert first_image.stat().st_mtime > 0 and len(find_pairs(root, "train")) == SIZES["tiny"].count("train")
+    assert first_image.stat().st_mtime > 0 and len(find_pairs(root, "train")) == SIZES["micro"].count("train")
     assert not data.is_outdated_phantom(root) and not data.is_outdated_phantom(tmp_path)  # no marker: not a phantom
 
 
