@@ -65,6 +65,7 @@ __all__ = [
     "cache_dir",
     "load_split",
     "resolve_data_root",
+    "is_outdated_phantom",
     "SPLITS",
     "CACHE_FOLDER",
     "image_dir",
@@ -607,6 +608,10 @@ def resolve_data_root(explicit: Path | str | None = None, *, generate: bool = Tr
 
 def is_outdated_phantom(root: Path | str) -> bool:
     """True when ``root`` holds a phantom that an older (or newer) phantom generator wrote: its
-    marker says the kit made it, with another version or none. Real data never is."""
+    marker says the kit made it, with another version or none. Real data never is.
+
+    Args:
+        root: the data root to look in.
+    """
     marker = phantom_marker(root)
     return marker is not None and marker.get("version") != PHANTOM_VERSION

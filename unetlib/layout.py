@@ -40,7 +40,11 @@ PHANTOM_VERSION = 3
 
 def phantom_marker(root: Path | str) -> dict | None:
     """What the phantom marker in ``root`` records (``size``, ``seed``, ``version``; phantoms
-    written before versions were recorded have none), or None where there is no readable marker."""
+    written before versions were recorded have none), or None where there is no readable marker.
+
+    Args:
+        root: the data root to look in.
+    """
     try:
         marker = json.loads((Path(root) / PHANTOM_MARKER).read_text())
     except (OSError, ValueError):
