@@ -10,6 +10,7 @@ Real files in temporary folders, tiny real Keras models, the command line run in
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import zipfile
@@ -288,12 +289,17 @@ def test_predict_refuses_a_model_that_does_not_fit_before_writing(tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
-def test_models_that_fit_are_used(saved_unet, tmp_path):
+def test_models_that_fit_are_used_and_a_folder_says_what_it_does_not_predict(saved_unet, tmp_path, caplog):
     check_model(build_unet((4, 8, 16)))
     check_model(load_model(saved_unet), saved_unet)
     open_size = _conv((None, None, 1), 6)  # height and width left open: 256x128 fits
-    written = predict_files(open_size, _slices(tmp_path / "in", 2), tmp_path / "out")
+    _slices(tmp_path / "in", 2)
+    (tmp_path / "in" / "notes.txt").write_text("scanned in 2019")
+    (tmp_path / "in" / "thumbs").mkdir()
+    with caplog.at_level(logging.WARNING, logger="unetlib.prediction"):
+        written = predict_files(open_size, [tmp_path / "in"], tmp_path / "out")
     assert [path.name for path in written] == ["seg_001_week_0_slice_0.nii.gz", "seg_001_week_0_slice_1.nii.gz"]
+    assert f"{tmp_path / 'in'}: not predicting 2 entries that are not NIfTI files: notes.txt, thumbs/" in caplog.text
 
 
 # --------------------------------------------------------------------------- split folders

@@ -388,7 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite) stop the command with nothing written.",
     )
     predict.add_argument("model", type=Path, metavar="MODEL", help="a .keras model file from unetlib train")
-    predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="NIfTI slice(s) or folder(s)")
+    predict.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="NIfTI slice(s), or folder(s) whose NIfTI files are all predicted (a warning names any other entry)",
+    )
     predict.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the label files")
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
     predict.add_argument(

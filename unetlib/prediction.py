@@ -6,6 +6,7 @@ import unetlib.backend  # noqa: F401  (TensorFlow loaded once, quietly)
 
 # isort: split
 
+import logging
 from pathlib import Path
 
 import keras
@@ -19,15 +20,23 @@ from unetlib.files import atomic_path
 
 __all__ = ["output_name", "predict_files"]
 
+logger = logging.getLogger(__name__)
+
 
 def _inputs(paths: list[Path | str]) -> list[Path]:
-    """Expand folders into their NIfTI files; a path that is neither is an error."""
+    """Expand folders into their NIfTI files (warning about every other entry, which is not
+    predicted); a path that is neither a NIfTI file nor a folder is an error."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+            entries = sorted(path.iterdir())
+            found = [p for p in entries if p.is_file() and is_nifti(p)]
             if not found:
                 raise DataError(f"{path}: folder holds no .nii/.nii.gz files")
+            others = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in found]
+            if others:
+                what = "entry that is not a NIfTI file" if len(others) == 1 else "entries that are not NIfTI files"
+                logger.warning("%s: not predicting %d %s: %s", path, len(others), what, ", ".join(others))
             files.extend(found)
         elif path.is_file() and is_nifti(path):
             files.append(path)
@@ -103,7 +112,8 @@ def predict_files(
 
     Args:
         model: a trained UNet, e.g. from :func:`unetlib.evaluation.load_model`.
-        inputs: NIfTI files, or folders whose ``.nii``/``.nii.gz`` files are all predicted.
+        inputs: NIfTI files, or folders whose ``.nii``/``.nii.gz`` files are all predicted (a
+            warning lists each other entry of such a folder).
         out: the folder for the outputs; created if missing. It must not lie inside a dataset's
             ``keras_slices_*`` folders.
         probabilities: also write the class probabilities as ``…_prob.nii.gz``.
