@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from unetlib.cli import main
+from unetlib.cli import main, weight_list
 from unetlib.config import Config, make_config
 from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
 
@@ -25,8 +25,9 @@ from unetlib.labels import NUM_CLASSES, SLICE_SHAPE
         (["train", "--features", "8,0,16"], "--features", "must be at least 1"),
         (["train", "--class-weights", "1,2"], "--class-weights", "2 weight(s); expected one per class, 6"),
         (["train", "--class-weights", "1,1,1,1,1,1,1"], "--class-weights", "7 weight(s); expected one per class"),
-        (["train", "--class-weights", "1,1,1,1,1,-3"], "--class-weights", "-3 must be a finite number above 0"),
-        (["train", "--class-weights", "1,1,1,1,1,nan"], "--class-weights", "nan must be a finite number above 0"),
+        (["train", "--class-weights", "1,1,1,1,1,-3"], "--class-weights", "-3 must be a finite number, 0 or more"),
+        (["train", "--class-weights", "1,1,1,1,1,nan"], "--class-weights", "nan must be a finite number, 0 or more"),
+        (["train", "--class-weights", "0,0,0,0,0,0"], "--class-weights", "every weight is 0"),
         (
             ["train", "--loss", "dice", "--class-weights", "1,1,1,1,1,3"],
             "--class-weights",
@@ -122,3 +123,10 @@ def test_every_field_has_help_metadata_and_train_help_shows_it(monkeypatch, caps
         assert text.strip(), f"Config.{field.name} has no help metadata"
         flag = "--" + field.name.replace("_", "-")
         assert flag in help_output and "".join(text.split()) in help_output, f"{flag}: help missing from --help"
+
+
+def test_class_weights_flag_accepts_a_zero_weight_as_the_config_does():
+    """A weight of 0 leaves a class out of the cross-entropy; the flag and the config agree."""
+    weights = weight_list("0, 1,1,1,1,3")
+    assert weights == (0.0, 1.0, 1.0, 1.0, 1.0, 3.0)
+    assert make_config("smoke", class_weights=weights).class_weights == weights

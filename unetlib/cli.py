@@ -63,6 +63,7 @@ def _number(kind: type, allowed, rule: str):
 
 positive_int = _number(int, lambda value: value >= 1, "at least 1")
 positive_float = _number(float, lambda value: math.isfinite(value) and value > 0, "a finite number above 0")
+non_negative_float = _number(float, lambda value: math.isfinite(value) and value >= 0, "a finite number, 0 or more")
 fraction = _number(float, lambda value: 0 <= value < 1, "at least 0 and below 1")  # dropout
 whole_number = _number(int, lambda value: True, "a whole number")  # a seed
 
@@ -86,20 +87,21 @@ def feature_list(text: str) -> tuple[int, ...]:
 
 
 def weight_list(text: str) -> tuple[float, ...]:
-    """An argparse type: one positive weight per class, comma-separated.
+    """An argparse type: one weight per class, comma-separated; 0 leaves a class out of the
+    cross-entropy, as the config allows.
 
     Args:
-        text: the flag's value as typed, e.g. ``1,1,1,1,1,3``. The number of weights is checked
-            by the config (one per class), not here.
+        text: the flag's value as typed, e.g. ``1,1,1,1,1,3``. The number of weights, and that
+            not all are 0, is checked by the config, not here.
 
     Returns:
-        The weights as a tuple of floats, each finite and above 0.
+        The weights as a tuple of floats, each finite and 0 or more.
 
     Raises:
-        argparse.ArgumentTypeError: a part is not a finite number above 0.
+        argparse.ArgumentTypeError: a part is not a finite number of 0 or more.
     """
     try:
-        return tuple(positive_float(part.strip()) for part in text.split(","))
+        return tuple(non_negative_float(part.strip()) for part in text.split(","))
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: expected one weight per class like 1,1,1,1,1,3 ({exc})") from None
 

@@ -111,8 +111,8 @@ class Config:
     class_weights: tuple[float, ...] | None = field(
         default=None,
         metadata={
-            "help": f"optional per-class weights for the cross-entropy term, one per class ({NUM_CLASSES}); "
-            'not with loss "dice", which has no cross-entropy term.'
+            "help": f"optional per-class weights for the cross-entropy term, one per class ({NUM_CLASSES}), "
+            '0 or more (0 leaves a class out; not all 0); not with loss "dice", which has no cross-entropy term.'
         },
     )
     learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size."})
