@@ -377,7 +377,7 @@ class Pelvis:
         X, Y, Z = g.X, g.Y, g.Z
         profile = np.interp(g.z, [-200, -60, -20, 20, 60, 200], [0.92, 0.96, 1.0, 1.0, 0.93, 0.88])
         # Over the hips the skin is a layer of muscle and fat outside the bony pelvis; front to
-        # back the body follows the habitus alone.
+        # back the body follows the habitus (the back never closer than 14 mm to the sacrum).
         frame = 150 * self.p + 40 * h
         width = (frame * profile).astype(np.float32)  # along z; the deformation bends the outline
         centre_y = BODY_CENTRE_Y
@@ -447,16 +447,18 @@ class Pelvis:
                 d = capsule(*g.coords(box), *args)
             np.minimum(bone[box], d, out=bone[box])
             np.minimum(marrow[box], d + cortex, out=marrow[box])
-        joints = np.full(g.shape, FAR, dtype=np.float32)
-        for centre, radius, axis in self.hip_joints():  # cartilage between each head and its socket
+        joints = []
+        for centre, radius, axis in self.hip_joints():  # carve the cartilage between each head and its socket
             box = g.box(*_bounds(centre, radius + HIP_JOINT_MM + 1))
-            joints[box] = cup(*g.coords(box), centre, radius, HIP_JOINT_MM, axis)
-        bone = np.maximum(bone, -joints)
-        marrow = np.maximum(marrow, 2.0 - joints)  # subchondral cortex on both sides of the joint
+            joint = cup(*g.coords(box), centre, radius, HIP_JOINT_MM, axis)
+            np.maximum(bone[box], -joint, out=bone[box])
+            np.maximum(marrow[box], 2.0 - joint, out=marrow[box])  # subchondral cortex on both sides
+            joints.append((box, joint <= 0))
         scene.distance["bone"] = bone
         scene.tissue[bone <= 0] = TISSUE["cortex"]
         scene.tissue[marrow <= 0] = TISSUE["marrow"]
-        scene.tissue[(joints <= 0) & (scene.distance["body"] <= 0)] = TISSUE["cartilage"]
+        for box, joint in joints:
+            scene.tissue[box][joint & (scene.distance["body"][box] <= 0)] = TISSUE["cartilage"]
         p, (ox, oy, oz) = self.p, self.bone_offset
         scene.add("cartilage", "ellipsoid", (ox, -46 * p + oy, -8 * p + oz), (4 * p, 9 * p, 17 * p), outside=bone)
 

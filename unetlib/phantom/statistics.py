@@ -53,12 +53,12 @@ def volume_label_fractions(seed: int, case: int, week: int, stride: int = 2) -> 
 def tissue_brightness(slices: CaseWeekSlices) -> dict[str, float]:
     """Median image intensity of every tissue present in one case-week's slices, relative to
     the median of its urine: the scale on which T2-weighted contrast is described."""
-    urine = np.median(slices.images[slices.tissue == TISSUES.index("urine")])
-    return {
-        name: float(np.median(slices.images[slices.tissue == index]) / urine)
-        for index, name in enumerate(TISSUES)
-        if np.any(slices.tissue == index)
-    }
+    medians = {}
+    for index, name in enumerate(TISSUES):
+        voxels = slices.images[slices.tissue == index]
+        if voxels.size:
+            medians[name] = float(np.median(voxels))
+    return {name: median / medians["urine"] for name, median in medians.items()}
 
 
 def gland_position(seed: int, case: int, week: int) -> np.ndarray:
