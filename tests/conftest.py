@@ -84,7 +84,7 @@ def make_root(root: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], spli
 
 def train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: int | None = None) -> Path:
     """A script that trains ``config_code`` into ``out`` and prints ``finished chief|worker
-    [losses]``; with ``PAUSE=1`` in its environment it sleeps at the start of ``pause_at_epoch``,
+    [losses] [learning rates]``; with ``PAUSE=1`` in its environment it sleeps at the start of ``pause_at_epoch``,
     so a test can kill it at a known point."""
     script = tmp_path / "train_run.py"
     script.write_text(
@@ -101,7 +101,8 @@ def train_script(tmp_path: Path, config_code: str, out: Path, pause_at_epoch: in
                     time.sleep(120)
 
         result = train({config_code}, {str(out)!r}, verbose=2, callbacks=[Pause()])
-        print("finished", "chief" if result.chief else "worker", result.history["loss"], flush=True)
+        history = result.history
+        print("finished", "chief" if result.chief else "worker", history["loss"], history["learning_rate"], flush=True)
     """)
     )
     return script

@@ -107,10 +107,10 @@ def _worker_env(ports: list[int], index: int, tmp: Path) -> dict:
 
 
 def _worker_script(tmp_path: Path, data: Path, out: Path, pause_at_epoch: int | None = None) -> Path:
-    """A worker training the smoke preset (2 epochs) into ``out``."""
-    return train_script(
-        tmp_path, f"make_config('smoke', data={str(data)!r}, epochs=2, distribute='multiworker')", out, pause_at_epoch
-    )
+    """A worker training the smoke preset (2 epochs, the learning rate scheduled over a time budget
+    it does not reach) into ``out``."""
+    config = f"make_config('smoke', data={str(data)!r}, epochs=2, max_minutes=30, distribute='multiworker')"
+    return train_script(tmp_path, config, out, pause_at_epoch)
 
 
 def _start_workers(script: Path, tmp_path: Path, pause: int | None = None) -> list[subprocess.Popen]:
@@ -140,7 +140,8 @@ def test_two_workers_train_together_and_only_the_chief_writes(tiny_phantom, tmp_
     out = tmp_path / "run"
     chief, worker = _outputs(_start_workers(_worker_script(tmp_path, tiny_phantom, out), tmp_path))
     assert "finished chief" in chief and "finished worker" in worker, chief[-2000:] + worker[-2000:]
-    # One training, seen from both ends: each worker reports the same loss in every epoch.
+    # One training, seen from both ends: each worker reports the same loss in every epoch, and the
+    # same learning rate, set from the chief's clock.
     assert chief.split("finished chief")[1] == worker.split("finished worker")[1]
     assert sorted(path.name for path in out.iterdir()) == [
         ".lock",
@@ -150,6 +151,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(tiny_phantom, tmp_
         "history.csv",
         "model.keras",
         "snapshots",
+        "tensorboard",
     ]
     assert [row["epoch"] for row in _history(out)] == [0, 1]
     assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)

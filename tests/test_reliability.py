@@ -35,7 +35,8 @@ from unetlib.layout import CACHE_FOLDER
 from unetlib.model import build_unet
 from unetlib.phantom import generate_phantom
 from unetlib.prediction import predict_files
-from unetlib.training import train
+from unetlib.runs import read_history
+from unetlib.training import learning_rate_at, train
 
 # --------------------------------------------------------------------------- helpers
 
@@ -80,10 +81,8 @@ def test_a_busy_run_refuses_a_second_and_after_kill_9_a_rerun_continues_each_epo
     # its weights) never improves after epoch 0, so with
     # patience 2 an uninterrupted run stops after epoch 2. Killed after epoch 1, the rerun must
     # stop there too, not start counting again, and must not train epochs 0 and 1 a second time.
-    config = (
-        f"make_config('smoke', data={str(tiny_phantom)!r}, epochs=8, patience=2, normalisation='none', "
-        "learning_rate=1e-12)"
-    )
+    settings = dict(epochs=8, patience=2, normalisation="none", learning_rate=1e-12, schedule="linear")
+    config = f"make_config('smoke', data={str(tiny_phantom)!r}, **{settings!r})"
     out = tmp_path / "run"
     script = _train_script(tmp_path, config, out, pause_at_epoch=2)
     first = _run_until_paused(script)  # epochs 0 and 1 committed, paused at the start of epoch 2
@@ -98,6 +97,10 @@ def test_a_busy_run_refuses_a_second_and_after_kill_9_a_rerun_continues_each_epo
     assert state["epoch"] == 2 and state["wait"] == 1 and state["seconds"] > 0
     _finish(script)
     assert _history_epochs(out) == [0, 1, 2]
+    # The schedule went on where it was: each epoch logs the rate of its last step, 4 steps per
+    # epoch of a planned 8 epochs, as an uninterrupted run has it.
+    expected = [learning_rate_at(make_config("smoke", **settings), (4 * epoch + 3) / 32) for epoch in range(3)]
+    assert read_history(out / "history.csv")["learning_rate"] == pytest.approx(expected, rel=1e-6)
     assert load_model(out / "model.keras").output_shape == (None, 256, 128, 6)
     assert not (out / "backup").exists()
     assert json.loads((out / "complete.json").read_text())["seconds"] >= state["seconds"]  # both sessions count

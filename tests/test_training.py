@@ -23,7 +23,7 @@ from unetlib.phantom import SIZES
 from unetlib.pipeline import augment_batch, make_dataset
 from unetlib.prediction import predict_files
 from unetlib.runs import read_history
-from unetlib.training import train
+from unetlib.training import learning_rate_at, train
 
 
 def test_unet_shapes_names_and_softmax():
@@ -373,7 +373,7 @@ class _TimedSteps(keras.callbacks.Callback):
 
     def __init__(self, seconds: float, interrupt_at_epoch: int | None = None):
         super().__init__()
-        self.seconds, self.interrupt_at_epoch, self.ends = seconds, interrupt_at_epoch, []
+        self.seconds, self.interrupt_at_epoch, self.ends, self.rates = seconds, interrupt_at_epoch, [], []
         self.start = time.monotonic()
 
     def on_train_begin(self, logs=None):
@@ -383,7 +383,8 @@ class _TimedSteps(keras.callbacks.Callback):
         if epoch == self.interrupt_at_epoch:
             raise _Interrupted
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):  # called after the schedule has set this step's rate
+        self.rates.append(float(self.model.optimizer.learning_rate.numpy()))
         time.sleep(self.seconds)
 
     def on_train_batch_end(self, batch, logs=None):  # called right after the budget's own check
@@ -402,6 +403,10 @@ def test_the_time_budget_stops_within_a_step_and_a_resumed_run_keeps_what_is_lef
     resumed = _TimedSteps(0.1)
     result = train(config, out, verbose=0, callbacks=[resumed])
     left = budget - used
+    # The schedule resumes from the time used: the first step's rate is the one at that share of
+    # the budget, and the rate falls to about 0 as the budget runs out.
+    assert resumed.rates[0] == pytest.approx(learning_rate_at(config, used / budget), rel=1e-5)
+    assert resumed.rates[-1] < 0.1 * config.learning_rate
     # The resumed run stops at the first step that ends past what is left of the budget, not of a
     # fresh one: every step before its last ended within the time left.
     assert resumed.ends[-1] >= left - 0.01 and all(end < left for end in resumed.ends[:-1])

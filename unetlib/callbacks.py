@@ -1,4 +1,5 @@
-"""The Keras callbacks a training run uses: commit each epoch, draw snapshots, keep to a time budget.
+"""The Keras callbacks a training run uses: commit each epoch, draw snapshots, keep to a time
+budget, schedule the learning rate.
 
 ``model.fit`` calls them at each epoch's (or step's) end; what they write goes to the run
 folder described in :mod:`unetlib.runs`.
@@ -20,7 +21,7 @@ from unetlib.distribute import Placement
 from unetlib.labels import PROSTATE
 from unetlib.runs import commit_epoch
 
-__all__ = ["CommitEachEpoch", "snapshot_indices", "EpochSnapshots", "TimeBudget"]
+__all__ = ["CommitEachEpoch", "snapshot_indices", "EpochSnapshots", "TimeBudget", "ScheduledLearningRate"]
 
 
 def _finite_weights(model: keras.Model) -> bool:
@@ -121,18 +122,19 @@ class TimeBudget(keras.callbacks.Callback):
     It checks after every training step, so a run ends within one step of its budget (plus the
     validation of that last, shortened epoch, which Keras still runs, so the checkpoint sees the
     final weights). A resumed run passes the seconds it used before, so the budget covers the
-    whole run.
+    whole run. :attr:`used` (seconds) and :meth:`progress` are what a budget-aware learning-rate
+    schedule (:class:`ScheduledLearningRate`) reads.
 
     Args:
         minutes: the whole run's budget of wall time.
         used_seconds: seconds the run already used before this process started.
-        placement: where the run trains; with several workers, all stop at the same step, as
-            soon as the first of them is over the budget.
+        placement: where the run trains; with several workers, all go by the chief's clock, so
+            they stop at the same step and agree on the time used.
     """
 
     def __init__(self, minutes: float, used_seconds: float = 0.0, placement: Placement | None = None):
         super().__init__()
-        self.seconds = minutes * 60 - used_seconds  # a resumed run has used some already
+        self.budget, self.before, self.used = minutes * 60, used_seconds, used_seconds
         self.start = time.monotonic()
         self.placement = placement
 
@@ -140,8 +142,51 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        over = time.monotonic() - self.start >= self.seconds
-        if self.placement is not None:  # workers' clocks differ: all stop when the first is over
-            over = self.placement.any_worker(over)
-        if over:
+        used = self.before + time.monotonic() - self.start
+        if self.placement is not None:  # workers' clocks differ: all go by the chief's
+            used = self.placement.chief_value(used)
+        self.used = used
+        if used >= self.budget:
             self.model.stop_training = True
+
+    def progress(self) -> float:
+        """Share of the budget used by the end of the last step, 0 to 1."""
+        return min(1.0, self.used / self.budget)
+
+
+class ScheduledLearningRate(keras.callbacks.Callback):
+    """Before every training step, set the optimiser's learning rate from the run's progress
+    (:mod:`unetlib.schedules`), and log the rate of each epoch's last step as ``learning_rate``.
+
+    The progress is the share of the time budget used when there is one (``budget``), else the
+    share of the planned steps done. Both are part of what a resumed run starts from (the
+    committed time used, the committed epochs), so after a kill the rate continues where it was.
+
+    Args:
+        rate: the learning rate at a progress from 0 to 1.
+        epoch_steps: training steps per epoch.
+        epochs: planned epochs (the step budget when there is no time budget).
+        budget: the run's :class:`TimeBudget`, or None to go by steps.
+    """
+
+    def __init__(self, rate, epoch_steps: int, epochs: int, budget: TimeBudget | None = None):
+        super().__init__()
+        self.rate, self.epoch_steps, self.steps, self.budget = rate, epoch_steps, epoch_steps * epochs, budget
+        self.epoch, self.current = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.budget is not None:
+            progress = self.budget.progress()
+        else:
+            progress = (self.epoch * self.epoch_steps + batch) / self.steps
+        rate = float(self.rate(progress))
+        if rate != self.current:
+            self.model.optimizer.learning_rate.assign(rate)
+            self.current = rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.current is not None:
+            logs["learning_rate"] = self.current

@@ -64,7 +64,7 @@ def _number(kind: type, allowed, rule: str):
 positive_int = _number(int, lambda value: value >= 1, "at least 1")
 positive_float = _number(float, lambda value: math.isfinite(value) and value > 0, "a finite number above 0")
 non_negative_float = _number(float, lambda value: math.isfinite(value) and value >= 0, "a finite number, 0 or more")
-fraction = _number(float, lambda value: 0 <= value < 1, "at least 0 and below 1")  # dropout
+fraction = _number(float, lambda value: 0 <= value < 1, "at least 0 and below 1")  # dropout, warmup
 whole_number = _number(int, lambda value: True, "a whole number")  # a seed
 
 
@@ -134,6 +134,8 @@ CONFIG_FLAG_TYPES = {
     "dropout": dict(type=fraction),
     "class_weights": dict(type=or_none(weight_list), metavar="W0,...,W5|none"),
     "learning_rate": dict(type=positive_float),
+    "schedule": {},
+    "warmup": dict(type=fraction),
     "epochs": dict(type=positive_int),
     "batch_size": dict(type=positive_int),
     "augment": dict(action=argparse.BooleanOptionalAction),

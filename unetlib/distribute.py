@@ -76,21 +76,27 @@ class Placement:
         """True for the one process that writes the run's files."""
         return self.worker_index == 0
 
-    def any_worker(self, flag: bool) -> bool:
-        """True when ``flag`` is true on any worker. Every worker must call this at the same
-        point (it is a collective operation), so that all of them take the same decision,
-        e.g. to stop on a time budget that one of them reached first.
+    def chief_value(self, value: float) -> float:
+        """The chief's ``value``, on every worker. Every worker must call this at the same point
+        (it is a collective operation), so that all of them take the same decision from the same
+        number, e.g. the time used of a budget, which each worker's own clock measures a little
+        differently.
 
         Args:
-            flag: this worker's answer.
+            value: this worker's number (only the chief's is used).
 
         Returns:
-            The answer for all workers: True when at least one of them said True.
+            The chief's number (this one, with one worker).
         """
         if self.workers == 1:
-            return flag
-        per_replica = self.strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
-        return bool(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy() > 0)
+            return value
+
+        def from_the_chief():  # global replica 0 is on the chief
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return tf.where(tf.equal(replica, 0), tf.constant(value, tf.float32), tf.constant(0.0, tf.float32))
+
+        per_replica = self.strategy.run(from_the_chief)
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy())
 
 
 def cpu_replicas() -> int:

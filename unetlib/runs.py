@@ -4,7 +4,9 @@ A run's folder holds everything the run produced::
 
     OUT/model.keras      best model by validation organ Dice (:data:`MONITOR`)
     OUT/config.json      the config used
-    OUT/history.csv      one row per finished epoch, epochs numbered from 0 as Keras does
+    OUT/history.csv      one row per finished epoch, epochs numbered from 0 as Keras does, with
+                         its losses, Dice scores and learning rate
+    OUT/tensorboard/     the same per epoch, for ``tensorboard --logdir runs/``
     OUT/curves.png       training curves
     OUT/snapshots/       epoch_001.png, ...: predictions on a few fixed validation slices after each epoch
     OUT/backup/          the state a killed run resumes from (removed when the run finishes)
@@ -176,6 +178,7 @@ def prepare(out: Path | str, config: Config) -> tuple[dict, list[dict[str, float
     config.save(out / "config.json")
     if state["epoch"] == 0:  # nothing committed: start clean
         (out / "history.csv").unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
     return state, rows
 
 

@@ -23,22 +23,24 @@ import keras
 import numpy as np
 
 from unetlib import runs
-from unetlib.callbacks import CommitEachEpoch, EpochSnapshots, TimeBudget, snapshot_indices
+from unetlib.callbacks import CommitEachEpoch, EpochSnapshots, ScheduledLearningRate, TimeBudget, snapshot_indices
 from unetlib.config import Config
 from unetlib.data import load_split, resolve_data_root
 from unetlib.distribute import Placement, make_placement
 from unetlib.errors import TrainingError
-from unetlib.labels import NUM_CLASSES, PROSTATE
+from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE
 from unetlib.losses import get_loss
 from unetlib.metrics import PooledDice
 from unetlib.model import build_from_config
 from unetlib.pipeline import make_dataset, steps_for
 from unetlib.runs import is_complete, run_dir
+from unetlib.schedules import rate_factor
 
 __all__ = [
     "TrainResult",
     "precision_policy",
     "compile_model",
+    "learning_rate_at",
     "training_indices",
     "train",
     "run_dir",
@@ -89,12 +91,16 @@ def compile_model(config: Config, model: keras.Model | None = None) -> keras.Mod
     """Compile ``model`` (by default the UNet ``config`` describes) with the config's loss,
     Adam and Dice metrics.
 
+    Adam starts at the config's full learning rate; in :func:`train` the schedule
+    (:func:`learning_rate_at`) then sets the rate before every step.
+
     Args:
         config: gives the loss, class weights and learning rate (and the UNet when ``model`` is None).
         model: the Keras model to compile; None builds :func:`~unetlib.model.build_from_config`'s.
 
     Returns:
-        The compiled model, with metrics ``foreground_dice`` (classes 1..5) and ``prostate_dice``.
+        The compiled model, with metrics ``foreground_dice`` (classes 1..5 together) and one
+        ``CLASS_dice`` per organ (``body_dice`` ... ``prostate_dice``), all pooled over the epoch.
 
     Raises:
         ValueError: the config names an unknown loss.
@@ -103,12 +109,21 @@ def compile_model(config: Config, model: keras.Model | None = None) -> keras.Mod
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=get_loss(config.loss, config.class_weights),
-        metrics=[
-            PooledDice(range(1, NUM_CLASSES), name="foreground_dice"),
-            PooledDice([PROSTATE], name="prostate_dice"),
-        ],
+        metrics=[PooledDice(range(1, NUM_CLASSES), name="foreground_dice")]
+        + [PooledDice([organ], name=f"{LABELS[organ]}_dice") for organ in range(1, NUM_CLASSES)],
     )
     return model
+
+
+def learning_rate_at(config: Config, progress: float) -> float:
+    """The learning rate ``config``'s schedule sets when the run is ``progress`` (0 to 1) of the way
+    through its budget (:mod:`unetlib.schedules`).
+
+    Args:
+        config: gives the full rate, the schedule and the warm-up.
+        progress: share of the time budget used, or of the planned steps done without one.
+    """
+    return config.learning_rate * rate_factor(config.schedule, progress, config.warmup)
 
 
 def _subset(count: int, limit: int | None) -> np.ndarray:
@@ -202,12 +217,18 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
     if state["weights"]:  # continue from the last committed epoch
         model.optimizer.build(model.trainable_variables)
         model.load_weights(out / "backup" / state["weights"])
+    budget = TimeBudget(config.max_minutes, state["seconds"], placement) if config.max_minutes else None
+    schedule = ScheduledLearningRate(
+        lambda progress: learning_rate_at(config, progress), datasets.epoch_steps, config.epochs, budget
+    )
     commit = CommitEachEpoch(out, config.patience, state, rows)
-    fit_callbacks = [commit, keras.callbacks.TerminateOnNaN()]
+    # The schedule first (it adds the epoch's rate to the logs that the commit writes), and the
+    # TensorBoard log after the commit, so it shows each committed epoch once.
+    fit_callbacks = [schedule, commit, keras.callbacks.TerminateOnNaN(), _tensorboard(out)]
     if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
         fit_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
-    if config.max_minutes:
-        fit_callbacks.append(TimeBudget(config.max_minutes, used_seconds=state["seconds"], placement=placement))
+    if budget is not None:
+        fit_callbacks.append(budget)
     fit_callbacks += list(callbacks or [])
 
     time_left = not config.max_minutes or state["seconds"] < config.max_minutes * 60
@@ -239,6 +260,13 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
         "data_root": str(datasets.root),
     }
     return runs.finish(out, summary)
+
+
+def _tensorboard(out: Path) -> keras.callbacks.TensorBoard:
+    """Per-epoch scalars (losses, Dice per class, learning rate) for ``tensorboard --logdir runs/``."""
+    return keras.callbacks.TensorBoard(
+        out / "tensorboard", write_graph=False, write_steps_per_second=False, update_freq="epoch", profile_batch=0
+    )
 
 
 @dataclass
