@@ -31,6 +31,7 @@ demo: $(STAMP)  ## the main job: check data, train quick (reused once done), run
 notebooks: $(STAMP)  ## re-run every notebook in place with the default profile, keeping real outputs (about 20 minutes)
 	env -u UNETLIB_PROFILE $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 notebooks/0*.ipynb
 	$(BIN)/jupyter nbconvert --coalesce-streams notebooks/0*.ipynb  # progress bars: keep each one's final line
+	$(BIN)/python scripts/compact_notebook_figures.py notebooks/0*.ipynb  # the same pixels in fewer bytes
 
 bench: $(STAMP)  ## measure speed and memory on a full-size phantom (several minutes)
 	$(BIN)/python -m benchmarks.bench --size full

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -82,6 +83,9 @@ def test_a_flag_the_config_refuses_is_a_usage_error_naming_it(argv, flag, proble
         (dict(max_minutes=math.nan), "config max_minutes=nan: out of range"),
         (dict(seed=-1), "config seed=-1: out of range; expected a whole number from 0 to 2**32 - 1"),
         (dict(seed=2**32), "config seed=4294967296: out of range"),
+        (dict(schedule="step"), "config schedule='step': unknown value; expected one of constant, linear"),
+        (dict(warmup=1.0), "config warmup=1.0: out of range; expected at least 0 and below 1"),
+        (dict(ema=1.0), "config ema=1.0: out of range; expected above 0 and below 1, or None"),
     ],
 )
 def test_an_invalid_value_is_refused_with_the_field_and_what_is_expected(overrides, message):
@@ -130,3 +134,14 @@ def test_class_weights_flag_accepts_a_zero_weight_as_the_config_does():
     weights = weight_list("0, 1,1,1,1,3")
     assert weights == (0.0, 1.0, 1.0, 1.0, 1.0, 3.0)
     assert make_config("smoke", class_weights=weights).class_weights == weights
+
+
+def test_a_config_saved_before_the_schedule_existed_reads_as_the_constant_rate_it_ran_with(tmp_path):
+    saved = make_config("quick").to_dict()
+    for key in ("schedule", "warmup", "ema"):  # an older version's config.json has none of these
+        del saved[key]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    old = Config.load(tmp_path / "config.json")
+    assert (old.schedule, old.warmup, old.ema) == ("constant", 0.0, None)
+    assert old != make_config("quick")  # so an old finished run is not reused as today's quick
+    assert old.replace(preset="reference") == make_config("reference")

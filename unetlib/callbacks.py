@@ -166,7 +166,8 @@ class ScheduledLearningRate(keras.callbacks.Callback):
         rate: the learning rate at a progress from 0 to 1.
         epoch_steps: training steps per epoch.
         epochs: planned epochs (the step budget when there is no time budget).
-        budget: the run's :class:`TimeBudget`, or None to go by steps.
+        budget: the run's :class:`TimeBudget` (or anything else with its ``progress()`` method), or
+            None to go by steps.
     """
 
     def __init__(self, rate, epoch_steps: int, epochs: int, budget: TimeBudget | None = None):

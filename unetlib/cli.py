@@ -136,6 +136,7 @@ CONFIG_FLAG_TYPES = {
     "learning_rate": dict(type=positive_float),
     "schedule": {},
     "warmup": dict(type=fraction),
+    "ema": dict(type=or_none(fraction), metavar="MOMENTUM|none"),
     "epochs": dict(type=positive_int),
     "batch_size": dict(type=positive_int),
     "augment": dict(action=argparse.BooleanOptionalAction),
@@ -268,7 +269,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from unetlib.evaluation import evaluate, write_json
 
-    report, _ = evaluate(args.model, args.data, args.split)
+    report, _ = evaluate(args.model, args.data, args.split, tta=args.tta, largest_component=args.largest_component)
     print(report.format_table())
     if args.json:
         write_json(report, args.json)
@@ -281,10 +282,32 @@ def _predict(args: argparse.Namespace) -> int:
     from unetlib.prediction import predict_files
 
     written = predict_files(
-        load_model(args.model), args.inputs, args.out, probabilities=args.probabilities, overwrite=args.overwrite
+        load_model(args.model),
+        args.inputs,
+        args.out,
+        probabilities=args.probabilities,
+        overwrite=args.overwrite,
+        tta=args.tta,
+        largest_component=args.largest_component,
     )
     print(f"Wrote {len(written)} label file(s) to {args.out}")
     return 0
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """--tta and --largest-component (unetlib.postprocess), for evaluate and predict alike."""
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip test-time augmentation: average the predictions of each slice and of its left-right mirror "
+        "image (flipped back); twice the prediction time",
+    )
+    parser.add_argument(
+        "--largest-component",
+        action="store_true",
+        help="keep only the largest 3D piece of bladder and of prostate in each volume (a case-week's slices "
+        "stacked by their slice_N number); other pieces become body",
+    )
 
 
 def _add_data_option(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=["train", "validate", "test"], default="test", help="split to score (default: test)"
     )
     evaluate.add_argument("--json", type=output_file, metavar="FILE", help="also write the scores as JSON")
+    _add_inference_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser(
@@ -404,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist (default: refuse)"
     )
+    _add_inference_options(predict)
     predict.set_defaults(run=_predict)
     return parser
 

@@ -32,8 +32,10 @@ from unetlib.files import write_atomic
 from unetlib.labels import LABELS, NUM_CLASSES, PROSTATE, SLICE_SHAPE
 from unetlib.layout import volume_key
 from unetlib.metrics import confusion_matrix, dice_from_confusion, hausdorff95, iou_from_confusion
+from unetlib.postprocess import flip_average, keep_largest_component
 
 __all__ = [
+    "predict_batch",
     "load_model",
     "check_model",
     "predict_probabilities",
@@ -196,14 +198,29 @@ def check_model(model: keras.Model, source: Path | str | None = None) -> None:
         )
 
 
-def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, progress: bool):
+def predict_batch(model: keras.Model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+    """The softmax output of one batch of images ``(B, H, W, 1)``, float32; with ``tta``, the mean
+    of the outputs for the images and their mirror images (:func:`~unetlib.postprocess.flip_average`).
+
+    Args:
+        model: a UNet taking ``(batch, H, W, 1)`` float32 images.
+        images: the batch, float16 or float32 (fed as float32).
+        tta: average with the prediction of the left-right mirrored batch, flipped back.
+    """
+    images = np.asarray(images, np.float32)
+    if tta:
+        return flip_average(model.predict_on_batch, images)
+    return np.asarray(model.predict_on_batch(images), np.float32)
+
+
+def _predicted_batches(model: keras.Model, images: np.ndarray, batch_size: int, progress: bool, tta: bool):
     """``(start, softmax of images[start:start + batch_size])`` batch by batch, with a progress bar."""
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        yield start, np.asarray(model.predict_on_batch(images[start : start + batch_size].astype(np.float32)))
+        yield start, predict_batch(model, images[start : start + batch_size], tta)
 
 
 def predict_probabilities(
-    model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True
+    model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True, tta: bool = False
 ) -> np.ndarray:
     """The softmax output ``[N,H,W,classes]`` float32 for images ``[N,H,W,1]``: one probability per
     class and pixel (6 float32 per pixel, about 0.8 MB a slice; use :func:`predict_labels` for
@@ -214,14 +231,17 @@ def predict_probabilities(
         images: z-scored slices ``(N, H, W, 1)``, float16 or float32 (fed as float32).
         batch_size: slices per forward pass.
         progress: show a progress bar over the batches.
+        tta: flip test-time augmentation (:func:`predict_batch`): twice the work.
     """
     out = np.empty(images.shape[:3] + (model.output_shape[-1],), dtype=np.float32)
-    for start, probabilities in _predicted_batches(model, images, batch_size, progress):
+    for start, probabilities in _predicted_batches(model, images, batch_size, progress, tta):
         out[start : start + batch_size] = probabilities
     return out
 
 
-def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+def predict_labels(
+    model: keras.Model, images: np.ndarray, batch_size: int = 16, progress: bool = True, tta: bool = False
+) -> np.ndarray:
     """Label maps ``[N,H,W]`` uint8 (argmax of the softmax) for images ``[N,H,W,1]``.
 
     Args:
@@ -229,9 +249,10 @@ def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 16,
         images: z-scored slices ``(N, H, W, 1)``, float16 or float32 (fed as float32).
         batch_size: slices per forward pass.
         progress: show a progress bar over the batches.
+        tta: flip test-time augmentation (:func:`predict_batch`): twice the work.
     """
     out = np.empty(images.shape[:3], dtype=np.uint8)
-    for start, probabilities in _predicted_batches(model, images, batch_size, progress):
+    for start, probabilities in _predicted_batches(model, images, batch_size, progress, tta):
         out[start : start + batch_size] = np.argmax(probabilities, axis=-1)
     return out
 
@@ -443,9 +464,11 @@ def evaluate(
     *,
     progress: bool = True,
     with_hd95: bool = True,
+    tta: bool = False,
+    largest_component: bool = False,
 ) -> tuple[EvaluationReport, np.ndarray]:
     """Predict ``split`` with ``model`` and score it (see :func:`score`); returns the report and
-    the predictions.
+    the predictions. The inference options are :mod:`unetlib.postprocess`'s.
 
     Args:
         model: a Keras model, or the path of a saved ``.keras`` file.
@@ -453,6 +476,9 @@ def evaluate(
         split: ``"train"``, ``"validate"`` or ``"test"``.
         progress: show progress bars while decoding and predicting.
         with_hd95: compute Hausdorff distances (the slow part).
+        tta: flip test-time augmentation (:func:`predict_batch`).
+        largest_component: keep only the largest 3D piece of bladder and prostate per volume
+            (:func:`~unetlib.postprocess.keep_largest_component`).
 
     Returns:
         ``(report, predictions)``; the predictions are uint8 label maps ``(N, 256, 128)``.
@@ -468,7 +494,9 @@ def evaluate(
         model = load_model(model)
     root = resolve_data_root(root)
     data = load_split(root, split, progress=progress)
-    predictions = predict_labels(model, data.images, progress=progress)
+    predictions = predict_labels(model, data.images, progress=progress, tta=tta)
+    if largest_component:
+        predictions = keep_largest_component(predictions, data.keys)
     return score(
         data.labels, predictions, pixel_spacings(root, split), split, data.keys, with_hd95=with_hd95
     ), predictions

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "NUM_CLASSES", "PROSTATE", "SLICE_SHAPE", "LABEL_COLOURS"]
+__all__ = ["LABELS", "NUM_CLASSES", "BODY", "BLADDER", "PROSTATE", "SLICE_SHAPE", "LABEL_COLOURS"]
 
 LABELS: tuple[str, ...] = ("background", "body", "bone", "bladder", "rectum", "prostate")
 """Class names; a label map stores the index of its class name (0..5)."""
 
 NUM_CLASSES: int = len(LABELS)
 
+BODY: int = LABELS.index("body")
+BLADDER: int = LABELS.index("bladder")
 PROSTATE: int = LABELS.index("prostate")
 """The label the course criterion is judged on."""
 

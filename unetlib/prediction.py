@@ -15,8 +15,9 @@ import numpy as np
 
 from unetlib.data import fit_to_shape, is_nifti, normalise, read_image
 from unetlib.errors import DataError
-from unetlib.evaluation import check_model
+from unetlib.evaluation import check_model, predict_batch
 from unetlib.files import atomic_path
+from unetlib.postprocess import keep_largest_component
 
 __all__ = ["output_name", "predict_files"]
 
@@ -97,6 +98,8 @@ def predict_files(
     probabilities: bool = False,
     overwrite: bool = False,
     batch_size: int = 16,
+    tta: bool = False,
+    largest_component: bool = False,
 ) -> list[Path]:
     """Segment NIfTI slices and write one label file per input under ``out``.
 
@@ -119,6 +122,11 @@ def predict_files(
         probabilities: also write the class probabilities as ``…_prob.nii.gz``.
         overwrite: replace existing output files (otherwise they stop the command).
         batch_size: slices per forward pass.
+        tta: flip test-time augmentation (:func:`unetlib.evaluation.predict_batch`).
+        largest_component: keep only the largest 3D piece of bladder and prostate per volume, the
+            inputs grouped into volumes by the case-week and ``slice_N`` of their names
+            (:func:`~unetlib.postprocess.keep_largest_component`); every input is then predicted
+            before the first file is written.
 
     Returns:
         The label files written, in input order (the probability files are not listed).
@@ -135,6 +143,7 @@ def predict_files(
     _check_targets(files, out, probabilities, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    pending: list[tuple[Path, np.ndarray, np.ndarray | None]] = []  # predicted, not yet written
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         try:
@@ -145,21 +154,35 @@ def predict_files(
                 f"{exc}\nStopped there: {len(written)} of {len(files)} label file(s) were written to {out} "
                 f"({done}); the inputs after it were not predicted"
             ) from None
-        probs = np.asarray(model.predict_on_batch(batch))
-        for path, prob in zip(chunk, probs):
-            source = nib.load(path)
-            shape2d = source.shape[:2]
-            labels = fit_to_shape(np.argmax(prob, axis=-1).astype(np.uint8), shape2d).reshape(source.shape)
-            header = source.header.copy()
-            header.set_data_dtype(np.uint8)
-            target = out / output_name(path)
-            with atomic_path(target) as partial:
-                nib.save(nib.Nifti1Image(labels, source.affine, header), partial)
-            written.append(target)
-            if probabilities:
-                maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
-                prob_header = source.header.copy()
-                prob_header.set_data_dtype(np.float32)
-                with atomic_path(out / output_name(path, "_prob")) as partial:
-                    nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header), partial)
+        probs = predict_batch(model, batch, tta)
+        pending += [
+            (path, np.argmax(prob, axis=-1).astype(np.uint8), prob if probabilities else None)
+            for path, prob in zip(chunk, probs)
+        ]
+        if not largest_component:  # else every slice of a volume must be predicted first
+            written += [_write(out, *item) for item in pending]
+            pending = []
+    if pending:
+        keys = [output_name(path).split(".nii")[0] for path, _, _ in pending]
+        cleaned = keep_largest_component(np.stack([labels for _, labels, _ in pending]), keys)
+        written += [_write(out, path, labels, prob) for (path, _, prob), labels in zip(pending, cleaned)]
     return written
+
+
+def _write(out: Path, path: Path, labels: np.ndarray, prob: np.ndarray | None) -> Path:
+    """Write the label map (and, when given, the probabilities) predicted for input ``path``,
+    brought back to its shape, with its affine and header; returns the label file."""
+    source = nib.load(path)
+    shape2d = source.shape[:2]
+    header = source.header.copy()
+    header.set_data_dtype(np.uint8)
+    target = out / output_name(path)
+    with atomic_path(target) as partial:
+        nib.save(nib.Nifti1Image(fit_to_shape(labels, shape2d).reshape(source.shape), source.affine, header), partial)
+    if prob is not None:
+        maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
+        prob_header = source.header.copy()
+        prob_header.set_data_dtype(np.float32)
+        with atomic_path(out / output_name(path, "_prob")) as partial:
+            nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header), partial)
+    return target

@@ -41,6 +41,8 @@ __all__ = [
     "precision_policy",
     "compile_model",
     "learning_rate_at",
+    "RateSearch",
+    "lr_find",
     "training_indices",
     "train",
     "run_dir",
@@ -107,7 +109,9 @@ def compile_model(config: Config, model: keras.Model | None = None) -> keras.Mod
     """
     model = build_from_config(config) if model is None else model
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(
+            config.learning_rate, use_ema=config.ema is not None, ema_momentum=config.ema or 0.99
+        ),
         loss=get_loss(config.loss, config.class_weights),
         metrics=[PooledDice(range(1, NUM_CLASSES), name="foreground_dice")]
         + [PooledDice([organ], name=f"{LABELS[organ]}_dice") for organ in range(1, NUM_CLASSES)],
@@ -124,6 +128,81 @@ def learning_rate_at(config: Config, progress: float) -> float:
         progress: share of the time budget used, or of the planned steps done without one.
     """
     return config.learning_rate * rate_factor(config.schedule, progress, config.warmup)
+
+
+@dataclass
+class RateSearch:
+    """What :func:`lr_find`'s range test measured.
+
+    Attributes:
+        rates: the learning rate of each step, rising exponentially.
+        losses: the training loss of each step, smoothed (an exponential moving average with bias
+            correction, as fastai's finder does).
+        suggestion: a learning rate to train with: a tenth of the rate where the smoothed loss was lowest.
+    """
+
+    rates: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+
+
+def lr_find(
+    config: Config,
+    *,
+    start: float = 1e-6,
+    stop: float = 1.0,
+    steps: int = 100,
+    smoothing: float = 0.9,
+    progress: bool = True,
+) -> RateSearch:
+    """Leslie Smith's learning-rate range test: train a fresh model for up to ``steps`` steps
+    while the learning rate rises exponentially from ``start`` to ``stop``, and record the loss.
+
+    The loss falls slowly where the rate is too small, fastest where it is about right, and
+    shoots up once it is too large; the test stops there (smoothed loss above 4 × its lowest).
+    The suggestion, a tenth of the rate at the lowest loss, is a safe peak rate for a schedule
+    (fastai's ``lr_min``). Nothing is written; the model is thrown away.
+
+    Args:
+        config: the model, loss, data and batch size to test (its own learning rate is not used).
+        start: the first step's rate.
+        stop: the last step's rate.
+        steps: training steps at most.
+        smoothing: weight of the past in the loss's moving average (0: no smoothing).
+        progress: show a progress bar.
+
+    Returns:
+        The rates, the smoothed losses and the suggested rate.
+
+    Raises:
+        ValueError: ``start`` is not below ``stop``, or ``steps`` is below 2.
+        DataError: the data root or a split cannot be used.
+    """
+    from tqdm import tqdm
+
+    if not 0 < start < stop or steps < 2:
+        raise ValueError(
+            f"lr_find: need 0 < start < stop and steps >= 2; got start={start}, stop={stop}, steps={steps}"
+        )
+    keras.utils.set_random_seed(config.seed)
+    with precision_policy(config.precision):
+        stream = _datasets(config).train_from(0)
+        model = compile_model(config)
+        rates, losses, average = [], [], 0.0
+        for step, (images, labels) in enumerate(
+            tqdm(stream.take(steps), total=steps, desc="lr_find", disable=not progress)
+        ):
+            rate = start * (stop / start) ** (step / (steps - 1))
+            model.optimizer.learning_rate.assign(rate)
+            loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
+            average = smoothing * average + (1 - smoothing) * loss
+            smoothed = average / (1 - smoothing ** (step + 1))
+            if not np.isfinite(smoothed) or (losses and smoothed > 4 * min(losses)):
+                break
+            rates.append(rate)
+            losses.append(smoothed)
+    rates, losses = np.array(rates), np.array(losses)
+    return RateSearch(rates, losses, float(rates[int(np.argmin(losses))] / 10))
 
 
 def _subset(count: int, limit: int | None) -> np.ndarray:
@@ -225,6 +304,8 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
     # The schedule first (it adds the epoch's rate to the logs that the commit writes), and the
     # TensorBoard log after the commit, so it shows each committed epoch once.
     fit_callbacks = [schedule, commit, keras.callbacks.TerminateOnNaN(), _tensorboard(out)]
+    if config.ema is not None:  # first: validation, commit and snapshots see the averaged weights
+        fit_callbacks.insert(0, _ema_swap(resumed=bool(state["weights"])))
     if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
         fit_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
     if budget is not None:
@@ -260,6 +341,16 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
         "data_root": str(datasets.root),
     }
     return runs.finish(out, summary)
+
+
+def _ema_swap(resumed: bool) -> keras.callbacks.SwapEMAWeights:
+    """Keras' swap of the averaged weights into the model for validation and each epoch's end (so
+    the commit saves them as the model), and of the raw weights back for training. A committed
+    epoch holds the averaged weights in the model and the raw ones in the optimiser, so a resumed
+    run swaps them back before its first step."""
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed  # Keras' own flag: swap back at the next epoch's start
+    return swap
 
 
 def _tensorboard(out: Path) -> keras.callbacks.TensorBoard:

@@ -76,7 +76,8 @@ def label_overlay(labels: np.ndarray, classes=FOREGROUND, alpha: float = 0.45) -
 
 
 def plot_history(history: dict[str, list[float]], validation_every: int = 1):
-    """Loss and Dice per epoch, training (solid) vs validation (dashed): look for the gap that means overfitting.
+    """Loss and Dice per epoch, training (solid) vs validation (dashed): look for the gap that means
+    overfitting; and the learning rate, when the history has it.
 
     ``history`` is a run's history (``TrainResult.history``, numbered by its ``epoch`` column) or
     the dict ``model.fit`` returns; ``validation_every`` is the ``validation_freq`` it ran with.
@@ -91,7 +92,9 @@ def plot_history(history: dict[str, list[float]], validation_every: int = 1):
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    rates = history.get("learning_rate")
+    fig, axes = plt.subplots(1, 3 if rates else 2, figsize=(13 if rates else 10, 3.5))
+    loss_ax, dice_ax = axes[:2]
     epochs = np.asarray(history.get("epoch", range(len(history.get("loss", [])))), dtype=int) + 1
     marker = "o" if len(epochs) <= 40 else ""
     for key, ax, label, colour in (
@@ -106,10 +109,34 @@ def plot_history(history: dict[str, list[float]], validation_every: int = 1):
             ax.plot(validated, history[f"val_{key}"], "s--", color=colour, label=f"validation {label}")
     loss_ax.set(title="Loss (log scale)", xlabel="epoch", yscale="log")
     dice_ax.set(title="Dice (hard, pooled)", xlabel="epoch", ylim=(0, 1))
-    for ax in (loss_ax, dice_ax):
+    if rates:
+        axes[2].plot(epochs, rates, marker + "-", color="#333333", label="at the epoch's last step")
+        axes[2].set(title="Learning rate", xlabel="epoch", ylim=(0, None))
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_find(search):
+    """The learning-rate range test's loss against the rate (log scale), with the suggested rate marked.
+
+    Args:
+        search: :func:`unetlib.training.lr_find`'s result.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(search.rates, search.losses, "-", color="#333333")
+    ax.axvline(search.suggestion, color=LABEL_COLOURS["prostate"], ls="--", label=f"suggested {search.suggestion:.1e}")
+    lowest = int(np.argmin(search.losses))
+    ax.plot(search.rates[lowest], search.losses[lowest], "o", color="#3a86ff", label="lowest loss")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title="Learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

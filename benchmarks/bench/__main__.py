@@ -18,12 +18,15 @@
 * one full-size epoch of ``quick`` (``unetlib`` training as a user runs it): wall time and
   peak resident memory of that process;
 * time-to-Dice: training wall time until validation prostate Dice first reaches 0.75, for
-  ``quick`` and ``original``, capped at ``--dice-cap-minutes``;
+  ``quick``, ``reference`` (``quick`` at a constant rate) and ``original``, capped at
+  ``--dice-cap-minutes``;
 * ``quick`` training in ``model.fit`` on 1 and on 2 logical CPU devices (``--distribute
   mirrored``), the same global batch, each in fresh processes.
 
 ``--only distribute`` runs that last family alone (a few minutes; it needs no phantom) and
-writes ``results-distribute.json`` and ``.md``.
+writes ``results-distribute.json`` and ``.md``; ``--only time-to-dice [--data ROOT]`` runs
+time-to-Dice of ``quick`` alone, on an existing phantom when given, into
+``results-time-to-dice.json`` and ``.md``.
 
 Measurements that depend on process-wide settings (oneDNN on/off, peak memory of a run,
 logical devices) run
@@ -44,13 +47,23 @@ from . import convergence, data, distribute, profile, speed
 from .common import Table, cpu_name
 
 
-def run(size: str, cap_minutes: float, out: Path, only: str | None = None) -> None:
+def run(size: str, cap_minutes: float, out: Path, only: str | None = None, root: Path | None = None) -> None:
     """Every family of measurements in turn, on one phantom, into one table (or only the
-    family ``only``)."""
+    family ``only``; time-to-Dice on the phantom at ``root`` when given)."""
     table = Table()
     if only == "distribute":
         distribute.measure(table)
         _write(table, out, "results-distribute")  # beside, not over, a full run's results
+        return
+    if only == "time-to-dice":
+        work = Path(tempfile.mkdtemp(prefix="unetlib-bench-"))
+        try:
+            if root is None:
+                root, _ = data.measure_decode(table, size, work)
+            convergence.measure_time_to_dice(table, root, cap_minutes, ("quick",))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        _write(table, out, "results-time-to-dice")
         return
     work = Path(tempfile.mkdtemp(prefix="unetlib-bench-"))
     os.environ["UNETLIB_CACHE"] = str(work / "cache")  # children inherit it: they reuse the decode
@@ -87,7 +100,14 @@ def main() -> None:
         help="training time after which time-to-Dice reports 'not reached' (default 15)",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "results")
-    parser.add_argument("--only", choices=["distribute"], help="run one family of measurements alone")
+    parser.add_argument(
+        "--only",
+        choices=["distribute", "time-to-dice"],
+        help="run one family of measurements alone: the 1 vs 2 device comparison, or time-to-Dice of quick",
+    )
+    parser.add_argument(
+        "--data", type=Path, metavar="ROOT", help="with --only time-to-dice: an existing phantom to train on"
+    )
     children = parser.add_mutually_exclusive_group()
     children.add_argument("--child-speed", nargs=3, metavar=("PRESET", "PRECISION", "STEPS"), help=argparse.SUPPRESS)
     children.add_argument("--child-epoch", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
@@ -106,7 +126,9 @@ def main() -> None:
     elif args.child_replicas:
         print(json.dumps({"slices_per_s": distribute.replica_speed(args.child_replicas)}))
     else:
-        run(args.size, args.dice_cap_minutes, args.out, args.only)
+        if args.data and args.only != "time-to-dice":
+            parser.error("--data goes with --only time-to-dice")
+        run(args.size, args.dice_cap_minutes, args.out, args.only, args.data)
 
 
 if __name__ == "__main__":
