@@ -85,7 +85,6 @@ def test_a_flag_the_config_refuses_is_a_usage_error_naming_it(argv, flag, proble
         (dict(seed=2**32), "config seed=4294967296: out of range"),
         (dict(schedule="step"), "config schedule='step': unknown value; expected one of constant, linear"),
         (dict(warmup=1.0), "config warmup=1.0: out of range; expected at least 0 and below 1"),
-        (dict(ema=1.0), "config ema=1.0: out of range; expected above 0 and below 1, or None"),
     ],
 )
 def test_an_invalid_value_is_refused_with_the_field_and_what_is_expected(overrides, message):
@@ -138,10 +137,10 @@ def test_class_weights_flag_accepts_a_zero_weight_as_the_config_does():
 
 def test_a_config_saved_before_the_schedule_existed_reads_as_the_constant_rate_it_ran_with(tmp_path):
     saved = make_config("quick").to_dict()
-    for key in ("schedule", "warmup", "ema"):  # an older version's config.json has none of these
+    for key in ("schedule", "warmup"):  # an older version's config.json has neither
         del saved[key]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     old = Config.load(tmp_path / "config.json")
-    assert (old.schedule, old.warmup, old.ema) == ("constant", 0.0, None)
+    assert (old.schedule, old.warmup) == ("constant", 0.0)
     assert old != make_config("quick")  # so an old finished run is not reused as today's quick
     assert old.replace(preset="reference") == make_config("reference")

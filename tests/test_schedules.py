@@ -59,8 +59,8 @@ def test_the_rate_follows_the_time_budget_used_when_there_is_one_else_the_planne
     for share, expected in zip((0.0, 0.5, 1.0), EXPECTED[schedule]):
         # A time budget of 2 minutes, of which a resumed run had used `share` before this process.
         budget = TimeBudget(2.0, used_seconds=120 * share)
-        steps_done = ScheduledLearningRate(rate, epoch_steps=10, epochs=999, budget=budget)
-        assert _rate_set(steps_done, epoch=5, batch=3) == pytest.approx(0.01 * expected, rel=1e-5)  # steps ignored
+        by_time = ScheduledLearningRate(rate, epoch_steps=10, epochs=999, budget=budget)
+        assert _rate_set(by_time, epoch=0, batch=0) == pytest.approx(0.01 * expected, rel=1e-5)
         # No time budget: 4 epochs of 10 steps, and `share` of the 40 steps done.
         by_steps = ScheduledLearningRate(rate, epoch_steps=10, epochs=4)
         epoch, batch = divmod(round(40 * share), 10)
@@ -74,3 +74,14 @@ def test_a_step_budget_logs_each_epochs_last_rate():
     logs = {}
     callback.on_epoch_end(1, logs)
     assert logs["learning_rate"] == pytest.approx(0.01 * (1 - 19 / 40), rel=1e-5)
+
+
+def test_with_a_time_budget_the_planned_epochs_still_end_the_schedule_if_they_come_first():
+    config = make_config("smoke", schedule="linear", warmup=0.0, learning_rate=0.01)
+    rate = lambda progress: learning_rate_at(config, progress)  # noqa: E731
+    # 10% of the budget used, but 3 of 4 planned epochs done (a fast machine): the epochs lead.
+    callback = ScheduledLearningRate(rate, epoch_steps=10, epochs=4, budget=TimeBudget(2.0, used_seconds=12))
+    assert _rate_set(callback, epoch=3, batch=0) == pytest.approx(0.01 * 0.25, rel=1e-5)
+    # 90% of the budget used after one epoch of four (a slow machine): the clock leads.
+    callback = ScheduledLearningRate(rate, epoch_steps=10, epochs=4, budget=TimeBudget(2.0, used_seconds=108))
+    assert _rate_set(callback, epoch=1, batch=0) == pytest.approx(0.01 * 0.1, rel=1e-5)

@@ -433,26 +433,10 @@ def test_a_mixed_bfloat16_run_trains_and_saves_a_model_that_loads_in_float32(tin
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)
 
 
-def test_a_run_with_weight_averaging_resumes_as_if_never_interrupted(tiny_phantom, tmp_path):
-    # A committed epoch holds the averaged weights in the model and the raw ones in the optimiser;
-    # the resumed run must swap them back before training on, or its next epoch would differ.
-    config = make_config("smoke", data=str(tiny_phantom), epochs=2, ema=0.5)
-    whole = train(config, tmp_path / "whole", verbose=0)
-    with pytest.raises(_Interrupted):
-        train(config, tmp_path / "cut", verbose=0, callbacks=[_TimedSteps(0.0, interrupt_at_epoch=1)])
-    resumed = train(config, tmp_path / "cut", verbose=0)
-    for key in ("loss", "val_loss", "val_foreground_dice", "learning_rate"):
-        assert resumed.history[key] == pytest.approx(whole.history[key], rel=1e-5), key
-    # What was validated and saved is the average, not the last raw weights.
-    raw = train(config.replace(ema=None), tmp_path / "raw", verbose=0)
-    assert raw.history["loss"][0] == pytest.approx(whole.history["loss"][0], rel=1e-5)  # the same training...
-    assert raw.history["val_loss"][0] != pytest.approx(whole.history["val_loss"][0], rel=1e-5)  # ...validated apart
-
-
 def test_lr_find_raises_the_rate_exponentially_and_suggests_a_tenth_of_the_best(tiny_phantom):
-    search = lr_find(make_config("smoke", data=str(tiny_phantom)), start=1e-5, stop=1.0, steps=12, progress=False)
-    assert 2 <= len(search.rates) <= 12 and len(search.losses) == len(search.rates)
-    np.testing.assert_allclose(search.rates[1:] / search.rates[:-1], 10 ** (5 / 11), rtol=1e-6)
+    search = lr_find(make_config("smoke", data=str(tiny_phantom)), start=1e-5, stop=1.0, steps=6, progress=False)
+    assert 2 <= len(search.rates) <= 6 and len(search.losses) == len(search.rates)
+    np.testing.assert_allclose(search.rates[1:] / search.rates[:-1], 10 ** (5 / 5), rtol=1e-6)
     assert np.all(np.isfinite(search.losses))
     assert search.suggestion == pytest.approx(search.rates[np.argmin(search.losses)] / 10)
     with pytest.raises(ValueError, match="need 0 < start < stop"):

@@ -158,8 +158,9 @@ class ScheduledLearningRate(keras.callbacks.Callback):
     """Before every training step, set the optimiser's learning rate from the run's progress
     (:mod:`unetlib.schedules`), and log the rate of each epoch's last step as ``learning_rate``.
 
-    The progress is the share of the time budget used when there is one (``budget``), else the
-    share of the planned steps done. Both are part of what a resumed run starts from (the
+    The progress is the share of the planned steps done or, when there is a time budget
+    (``budget``), of the budget used, whichever is further: the rate reaches zero when the run
+    ends, by its clock or by its epochs. Both are part of what a resumed run starts from (the
     committed time used, the committed epochs), so after a kill the rate continues where it was.
 
     Args:
@@ -179,10 +180,9 @@ class ScheduledLearningRate(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.budget is not None:
-            progress = self.budget.progress()
-        else:
-            progress = (self.epoch * self.epoch_steps + batch) / self.steps
+        progress = (self.epoch * self.epoch_steps + batch) / self.steps
+        if self.budget is not None:  # whichever ends the run first: the clock or the planned epochs
+            progress = max(progress, self.budget.progress())
         rate = float(self.rate(progress))
         if rate != self.current:
             self.model.optimizer.learning_rate.assign(rate)

@@ -136,7 +136,6 @@ CONFIG_FLAG_TYPES = {
     "learning_rate": dict(type=positive_float),
     "schedule": {},
     "warmup": dict(type=fraction),
-    "ema": dict(type=or_none(fraction), metavar="MOMENTUM|none"),
     "epochs": dict(type=positive_int),
     "batch_size": dict(type=positive_int),
     "augment": dict(action=argparse.BooleanOptionalAction),
@@ -305,8 +304,9 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--largest-component",
         action="store_true",
-        help="keep only the largest 3D piece of bladder and of prostate in each volume (a case-week's slices "
-        "stacked by their slice_N number); other pieces become body",
+        help="keep only the largest 3D piece of bladder and of prostate in each volume, the slices grouped by "
+        "the CASE_week_W_slice_N in their names (a name without it is cleaned alone); other pieces become body. "
+        "predict then writes the label files once every input is predicted",
     )
 
 
@@ -369,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a UNet and save the best model",
         description="Train a UNet on the train split, validating on the validate split. OUT receives "
-        "model.keras (best validation Dice averaged over the five organs), config.json, history.csv and curves.png. "
+        "model.keras (best validation Dice averaged over the five organs), config.json, history.csv (losses, "
+        "Dice per organ and learning rate per epoch), curves.png and tensorboard/ (see them with "
+        "tensorboard --logdir runs/). "
         "Running the same command again after an interruption (even kill -9) resumes from the last finished "
         "epoch; a finished run is not trained again (--reuse returns it). "
         "Flags override the preset's values.",
@@ -380,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="{" + ",".join(PRESETS) + "}",
         help="original (or seed): the course's original recipe; "
-        "quick: our laptop default (10 min budget); smoke: seconds, for tests; full: a long run "
+        "quick: our laptop default (10 min budget, learning rate decayed to 0 across it); reference: quick at "
+        "a constant rate, the phantom calibration's yardstick; smoke: seconds, for tests; full: a long run "
         "(default: UNETLIB_PROFILE when set, else quick)",
     )
     train.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: runs/PRESET)")

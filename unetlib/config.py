@@ -76,7 +76,6 @@ class Config:
         learning_rate: Adam's full step size.
         schedule: one of :data:`~unetlib.schedules.SCHEDULES`.
         warmup: share of the run spent warming the learning rate up.
-        ema: momentum of the weights' moving average, or None.
         epochs: maximum number of epochs.
         batch_size: slices per step on each replica.
         augment: whether training slices are augmented.
@@ -128,8 +127,9 @@ class Config:
         metadata={
             "help": "how the learning rate changes over the run (unetlib.schedules): "
             '"constant", "linear" (down to 0 at the end), "cosine", "poly" (nnU-Net\'s) or "onecycle" '
-            "(fastai's). The run's progress is the share of --max-minutes used when there is a time budget, so "
-            "the rate reaches 0 as the clock stops on any machine; else the share of the planned --epochs."
+            "(fastai's). The run's progress is the share of the planned --epochs done or of --max-minutes used, "
+            "whichever is further, so the rate reaches 0 as the run ends, by the clock on any machine or by "
+            "its epochs."
         },
     )
     warmup: float = field(
@@ -137,14 +137,6 @@ class Config:
         metadata={
             "help": "share of the run (0 to below 1) over which the learning rate rises linearly from 0 to its "
             'full value before the schedule takes over (0: none; "onecycle" has its own rise).'
-        },
-    )
-    ema: float | None = field(
-        default=None,
-        metadata={
-            "help": "keep an exponential moving average of the weights with this momentum (e.g. 0.99: about the "
-            "last 100 steps) and validate and save it instead of the raw weights (Keras' use_ema with "
-            "SwapEMAWeights); None: off."
         },
     )
     epochs: int = field(default=40, metadata={"help": "maximum number of passes over the training slices."})
@@ -214,7 +206,6 @@ class Config:
             "dropout": (0 <= self.dropout < 1, "at least 0 and below 1"),
             "learning_rate": (math.isfinite(self.learning_rate) and self.learning_rate > 0, "a finite number above 0"),
             "warmup": (0 <= self.warmup < 1, "at least 0 and below 1"),
-            "ema": (self.ema is None or 0 < self.ema < 1, "above 0 and below 1, or None for no averaging"),
             "epochs": (self.epochs >= 1, "at least 1"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "prostate_oversampling": (self.prostate_oversampling >= 1, "at least 1 (1: no oversampling)"),
@@ -326,7 +317,7 @@ class Config:
     @classmethod
     def load(cls, path: Path | str) -> Config:
         """Read a config written by :meth:`save` (fields it lacks, from before they existed, take the
-        values runs had then: a constant learning rate without warm-up or averaging).
+        values runs had then: a constant learning rate without warm-up).
 
         Args:
             path: a JSON file holding one value per field.
@@ -342,7 +333,7 @@ class Config:
         return cls(**values)
 
 
-_BEFORE_THEIR_FIELD = {"schedule": "constant", "warmup": 0.0, "ema": None}
+_BEFORE_THEIR_FIELD = {"schedule": "constant", "warmup": 0.0}
 """What runs saved before these fields existed used: a config file without them means these
 values, not today's defaults (an old constant-rate run is not the scheduled one)."""
 

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "FLIP_AXIS",
     "MAX_ROTATION_DEGREES",
     "SCALE_RANGE",
     "PREFETCH_BATCHES",
@@ -33,6 +34,9 @@ __all__ = [
     "steps_for",
 ]
 
+FLIP_AXIS = 1
+"""The axis of a batch ``(B, H, W, C)`` that a left-right flip mirrors (the slice's 256-pixel side),
+in augmentation and in flip test-time augmentation (:mod:`unetlib.postprocess`)."""
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)
 INTENSITY_SCALE, INTENSITY_SHIFT = 0.1, 0.1
@@ -86,8 +90,8 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, seed) -> tuple[tf.Tensor
     masks = tf.cast(labels[..., None], tf.float32)
 
     flip = tf.random.stateless_uniform([count], flip_seed) < 0.5
-    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[1]), images)
-    masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[1]), masks)
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[FLIP_AXIS]), images)
+    masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[FLIP_AXIS]), masks)
 
     transforms = _affine_transforms(count, height, width, geometry_seed)
     # Pixels rotated in from outside the slice take each image's own background (its

@@ -2,7 +2,8 @@
 
 - **Flip TTA** (:func:`flip_average`): predict each slice and its left-right mirror image, flip
   the second prediction back and average the two softmax outputs. It costs a second forward
-  pass and evens out the model's left-right quirks (the training augmentation flips the same axis).
+  pass and evens out the model's left-right quirks. The mirror is the training augmentation's
+  (:data:`unetlib.pipeline.FLIP_AXIS`), so the model has seen such images.
 - **Largest component** (:func:`keep_largest_component`): a bladder and a prostate are each one
   piece of tissue, so in each volume (a case-week, its slices stacked by their ``slice_N``
   number) every separate 3D fragment of those classes but the largest is a false positive.
@@ -23,11 +24,10 @@ from scipy import ndimage
 
 from unetlib.labels import BLADDER, BODY, PROSTATE
 from unetlib.layout import volume_key
+from unetlib.pipeline import FLIP_AXIS
 
-__all__ = ["FLIP_AXIS", "ONE_PIECE", "flip_average", "slice_number", "keep_largest_component"]
+__all__ = ["ONE_PIECE", "flip_average", "slice_number", "keep_largest_component"]
 
-FLIP_AXIS = 1
-"""The axis of a batch ``(B, H, W, C)`` that the flip mirrors: the one the training augmentation flips."""
 ONE_PIECE = (BLADDER, PROSTATE)
 """Classes that are one connected piece in every volume."""
 
@@ -48,7 +48,11 @@ def flip_average(predict, images: np.ndarray) -> np.ndarray:
 
 
 def slice_number(key: str) -> int | None:
-    """The ``N`` of a key or file name ending in ``_slice_N`` (None when it has none)."""
+    """The ``N`` of a key or file name ending in ``slice_N`` (None when it has none).
+
+    Args:
+        key: a slice key (``004_week_0_slice_12``) or a file name without its extension.
+    """
     found = re.search(r"(?:^|_)slice_(\d+)$", key)
     return int(found.group(1)) if found else None
 
@@ -73,7 +77,8 @@ def keep_largest_component(
         A cleaned copy of ``labels``.
 
     Raises:
-        ValueError: ``keys`` does not hold one key per slice.
+        ValueError: ``keys`` does not hold one key per slice, or two slices of a volume share a
+            slice number (``slice_3`` and ``slice_03``).
     """
     if len(keys) != len(labels):
         raise ValueError(f"{len(labels)} label maps but {len(keys)} keys; expected one key per slice")
@@ -83,8 +88,10 @@ def keep_largest_component(
         number = slice_number(key)
         volumes[volume_key(key) if number is not None else f"{key}\0"].append((number or 0, index))
     structure = np.ones((3, 3, 3), bool)
-    for members in volumes.values():
+    for volume, members in volumes.items():
         numbers = np.array([number for number, _ in members])
+        if len(set(numbers.tolist())) < len(numbers):
+            raise ValueError(f"volume {volume.rstrip(chr(0))}: two slices share a slice number; expected one each")
         indices = np.array([index for _, index in members])
         stack = np.zeros((numbers.max() - numbers.min() + 1,) + labels.shape[1:], labels.dtype)
         stack[numbers - numbers.min()] = labels[indices]

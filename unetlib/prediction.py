@@ -143,7 +143,7 @@ def predict_files(
     _check_targets(files, out, probabilities, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    pending: list[tuple[Path, np.ndarray, np.ndarray | None]] = []  # predicted, not yet written
+    pending: list[tuple[Path, np.ndarray]] = []  # label maps predicted, not yet written
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         try:
@@ -155,34 +155,38 @@ def predict_files(
                 f"({done}); the inputs after it were not predicted"
             ) from None
         probs = predict_batch(model, batch, tta)
-        pending += [
-            (path, np.argmax(prob, axis=-1).astype(np.uint8), prob if probabilities else None)
-            for path, prob in zip(chunk, probs)
-        ]
+        for path, prob in zip(chunk, probs):
+            if probabilities:
+                _write_probabilities(out, path, prob)
+            pending.append((path, np.argmax(prob, axis=-1).astype(np.uint8)))
         if not largest_component:  # else every slice of a volume must be predicted first
-            written += [_write(out, *item) for item in pending]
+            written += [_write_labels(out, path, labels) for path, labels in pending]
             pending = []
     if pending:
-        keys = [output_name(path).split(".nii")[0] for path, _, _ in pending]
-        cleaned = keep_largest_component(np.stack([labels for _, labels, _ in pending]), keys)
-        written += [_write(out, path, labels, prob) for (path, _, prob), labels in zip(pending, cleaned)]
+        keys = [path.name.split(".nii")[0] for path, _ in pending]  # ..._week_W_slice_N: the volumes
+        cleaned = keep_largest_component(np.stack([labels for _, labels in pending]), keys)
+        written += [_write_labels(out, path, labels) for (path, _), labels in zip(pending, cleaned)]
     return written
 
 
-def _write(out: Path, path: Path, labels: np.ndarray, prob: np.ndarray | None) -> Path:
-    """Write the label map (and, when given, the probabilities) predicted for input ``path``,
-    brought back to its shape, with its affine and header; returns the label file."""
+def _write_labels(out: Path, path: Path, labels: np.ndarray) -> Path:
+    """Write the label map predicted for input ``path``, brought back to its shape, with its affine
+    and header; returns the file written."""
     source = nib.load(path)
-    shape2d = source.shape[:2]
     header = source.header.copy()
     header.set_data_dtype(np.uint8)
     target = out / output_name(path)
     with atomic_path(target) as partial:
-        nib.save(nib.Nifti1Image(fit_to_shape(labels, shape2d).reshape(source.shape), source.affine, header), partial)
-    if prob is not None:
-        maps = np.stack([fit_to_shape(prob[..., c], shape2d) for c in range(prob.shape[-1])], axis=-1)
-        prob_header = source.header.copy()
-        prob_header.set_data_dtype(np.float32)
-        with atomic_path(out / output_name(path, "_prob")) as partial:
-            nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, prob_header), partial)
+        labels = fit_to_shape(labels, source.shape[:2]).reshape(source.shape)
+        nib.save(nib.Nifti1Image(labels, source.affine, header), partial)
     return target
+
+
+def _write_probabilities(out: Path, path: Path, prob: np.ndarray) -> None:
+    """Write the class probabilities predicted for input ``path`` as ``…_prob.nii.gz`` (classes last)."""
+    source = nib.load(path)
+    maps = np.stack([fit_to_shape(prob[..., c], source.shape[:2]) for c in range(prob.shape[-1])], axis=-1)
+    header = source.header.copy()
+    header.set_data_dtype(np.float32)
+    with atomic_path(out / output_name(path, "_prob")) as partial:
+        nib.save(nib.Nifti1Image(maps.astype(np.float32), source.affine, header), partial)

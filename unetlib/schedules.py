@@ -1,9 +1,10 @@
 """Learning-rate schedules: the rate as a function of how far the run has come.
 
 A schedule maps the run's **progress** (0 at the start, 1 at the end) to a multiple of the
-config's ``learning_rate``. With a time budget (``max_minutes``) the progress is the share of
-the budget used, so the rate reaches zero when the clock stops, on a fast machine or a slow
-one; without one it is the share of the planned steps (``epochs`` of them). Decaying the rate
+config's ``learning_rate``. The progress is the share of the planned steps (``epochs`` of
+them) done or, with a time budget (``max_minutes``), of the budget used, whichever is further,
+so the rate reaches zero when the run ends: when the clock stops, on a fast machine or a slow
+one, or when the last epoch does. Decaying the rate
 to zero across the budget is what "Budgeted Training" (Li, Yumer and Ramanan, ICLR 2020)
 found best for a fixed budget: the last steps are small ones, so where the clock stops no
 longer decides the score.

@@ -109,9 +109,7 @@ def compile_model(config: Config, model: keras.Model | None = None) -> keras.Mod
     """
     model = build_from_config(config) if model is None else model
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            config.learning_rate, use_ema=config.ema is not None, ema_momentum=config.ema or 0.99
-        ),
+        optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=get_loss(config.loss, config.class_weights),
         metrics=[PooledDice(range(1, NUM_CLASSES), name="foreground_dice")]
         + [PooledDice([organ], name=f"{LABELS[organ]}_dice") for organ in range(1, NUM_CLASSES)],
@@ -175,14 +173,17 @@ def lr_find(
         The rates, the smoothed losses and the suggested rate.
 
     Raises:
-        ValueError: ``start`` is not below ``stop``, or ``steps`` is below 2.
+        ValueError: ``start`` is not below ``stop``, ``steps`` is below 2, or ``smoothing`` is
+            outside [0, 1).
         DataError: the data root or a split cannot be used.
+        TrainingError: the loss was not finite at the first rate.
     """
     from tqdm import tqdm
 
-    if not 0 < start < stop or steps < 2:
+    if not 0 < start < stop or steps < 2 or not 0 <= smoothing < 1:
         raise ValueError(
-            f"lr_find: need 0 < start < stop and steps >= 2; got start={start}, stop={stop}, steps={steps}"
+            "lr_find: need 0 < start < stop, steps >= 2 and 0 <= smoothing < 1; "
+            f"got start={start}, stop={stop}, steps={steps}, smoothing={smoothing}"
         )
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.precision):
@@ -201,6 +202,8 @@ def lr_find(
                 break
             rates.append(rate)
             losses.append(smoothed)
+    if not rates:
+        raise TrainingError(f"lr_find: the loss was not finite at the first rate, {start:g}; try a smaller start")
     rates, losses = np.array(rates), np.array(losses)
     return RateSearch(rates, losses, float(rates[int(np.argmin(losses))] / 10))
 
@@ -304,8 +307,6 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
     # The schedule first (it adds the epoch's rate to the logs that the commit writes), and the
     # TensorBoard log after the commit, so it shows each committed epoch once.
     fit_callbacks = [schedule, commit, keras.callbacks.TerminateOnNaN(), _tensorboard(out)]
-    if config.ema is not None:  # first: validation, commit and snapshots see the averaged weights
-        fit_callbacks.insert(0, _ema_swap(resumed=bool(state["weights"])))
     if len(datasets.watched[0]):  # a validation split without prostate has nothing to watch
         fit_callbacks.append(EpochSnapshots(out / "snapshots", *datasets.watched))
     if budget is not None:
@@ -341,16 +342,6 @@ def _fit(config: Config, out: Path, datasets: _Datasets, placement: Placement, v
         "data_root": str(datasets.root),
     }
     return runs.finish(out, summary)
-
-
-def _ema_swap(resumed: bool) -> keras.callbacks.SwapEMAWeights:
-    """Keras' swap of the averaged weights into the model for validation and each epoch's end (so
-    the commit saves them as the model), and of the raw weights back for training. A committed
-    epoch holds the averaged weights in the model and the raw ones in the optimiser, so a resumed
-    run swaps them back before its first step."""
-    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-    swap._ema_weights_in_model = resumed  # Keras' own flag: swap back at the next epoch's start
-    return swap
 
 
 def _tensorboard(out: Path) -> keras.callbacks.TensorBoard:

@@ -60,7 +60,9 @@ def full_epoch(root: Path, out: Path) -> dict:
     from unetlib.training import train
 
     slices = len(find_pairs(root, "train"))  # the files, not a decode: this process's memory is measured
-    config = make_config("quick", data=str(root), epochs=1, max_minutes=600)
+    # One planned epoch and no time budget: the schedule decays across that epoch, as it would
+    # across a run that ends there.
+    config = make_config("quick", data=str(root), epochs=1, max_minutes=None)
     started = time.perf_counter()
     result = train(config, out, verbose=0)
     return {
@@ -90,7 +92,9 @@ def time_to_dice(preset: str, root: Path, cap_minutes: float) -> dict:
     validate = load_split(root, "validate", progress=False)
     check_images = validate.images[::DICE_VALIDATION_STRIDE]
     check_labels = validate.labels[::DICE_VALIDATION_STRIDE]
-    checks = [60 * minutes for minutes in DICE_CHECKS_MINUTES if minutes <= cap_minutes]
+    # A preset with a time budget has a rate of 0 once it is spent: no checks beyond it.
+    last = min(cap_minutes, config.max_minutes or cap_minutes)
+    checks = [60 * minutes for minutes in DICE_CHECKS_MINUTES if minutes <= last]
 
     class DiceClock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
