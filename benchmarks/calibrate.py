@@ -9,7 +9,7 @@ there) it
   solve what the network is for);
 * trains the ``reference`` preset for each budget, in minutes of wall time, exactly as a user
   does (``unetlib train --preset reference --max-minutes B``, a fresh process) and scores the
-  test split (``unetlib evaluate``). ``reference`` is ``quick`` as it was before its learning-rate
+  test split (``unetlib evaluate``). ``reference`` is ``quick`` without its learning-rate
   schedule (a constant 3e-3): a fixed yardstick, so that a better training recipe does not make
   the phantom look easier;
 

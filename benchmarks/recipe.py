@@ -31,7 +31,7 @@ from calibrate import cpu_flags
 
 CLASSES = ("prostate", "rectum", "bladder", "bone", "body")
 REFERENCE = dict(schedule="constant", warmup=0)
-"""``quick`` before its schedule: the ``reference`` preset."""
+"""``quick`` at a constant rate: the ``reference`` preset."""
 VARIANTS: dict[str, dict] = {
     "constant": REFERENCE,
     **{f"quick-seed{seed}": dict(seed=seed) for seed in range(3)},

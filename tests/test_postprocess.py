@@ -12,9 +12,9 @@ from unetlib.cli import main
 from unetlib.data import find_pairs, fit_to_shape, load_split, normalise, read_image, read_mask
 from unetlib.evaluation import evaluate, load_model, predict_batch, predict_labels
 from unetlib.labels import BLADDER, BODY, PROSTATE
-from unetlib.layout import volume_key
+from unetlib.layout import slice_number, volume_key
 from unetlib.pipeline import FLIP_AXIS
-from unetlib.postprocess import keep_largest_component, slice_number
+from unetlib.postprocess import keep_largest_component
 from unetlib.prediction import output_name
 
 RECTUM = 4

@@ -358,8 +358,8 @@ PRESETS: dict[str, dict] = {
     # Our default for a laptop CPU: small, batch-normalised, Dice + cross-entropy, augmented, and
     # the learning rate decayed to zero across its 10-minute budget.
     "quick": dict(max_minutes=10.0),
-    # The yardstick the phantom's difficulty is measured with (benchmarks/calibrate.py): quick as it
-    # was before its schedule, at a constant rate. Kept fixed, so that a better recipe does not make
+    # The yardstick the phantom's difficulty is measured with (benchmarks/calibrate.py): quick without
+    # its schedule, at a constant rate. Kept fixed, so that a better recipe does not make
     # the phantom look easier.
     "reference": dict(max_minutes=10.0, schedule="constant", warmup=0.0),
     # For tests: a tiny network on a few slices, a couple of epochs — seconds.

@@ -10,6 +10,7 @@ other's internals, and code that only needs names (figures, reports) need not lo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "is_nifti",
     "has_layout",
     "phantom_marker",
+    "slice_number",
     "volume_key",
 ]
 
@@ -107,6 +109,17 @@ def has_layout(root: Path | str) -> bool:
         root: the folder to look in.
     """
     return any(image_dir(root, s).is_dir() and mask_dir(root, s).is_dir() for s in SPLITS)
+
+
+def slice_number(key: str) -> int | None:
+    """The ``N`` of a slice key or file name ending in ``slice_N``: ``004_week_0_slice_12`` → 12
+    (None when it has none).
+
+    Args:
+        key: a slice key or a file name without its extension.
+    """
+    found = re.search(r"(?:^|_)slice_(\d+)$", key)
+    return int(found.group(1)) if found else None
 
 
 def volume_key(key: str) -> str:

@@ -16,17 +16,16 @@ Both are off by default: ``unetlib evaluate`` and ``unetlib predict`` take ``--t
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import numpy as np
 from scipy import ndimage
 
 from unetlib.labels import BLADDER, BODY, PROSTATE
-from unetlib.layout import volume_key
+from unetlib.layout import slice_number, volume_key
 from unetlib.pipeline import FLIP_AXIS
 
-__all__ = ["ONE_PIECE", "flip_average", "slice_number", "keep_largest_component"]
+__all__ = ["ONE_PIECE", "flip_average", "keep_largest_component"]
 
 ONE_PIECE = (BLADDER, PROSTATE)
 """Classes that are one connected piece in every volume."""
@@ -45,16 +44,6 @@ def flip_average(predict, images: np.ndarray) -> np.ndarray:
     plain = np.asarray(predict(images), np.float32)
     mirrored = np.asarray(predict(np.flip(images, axis=FLIP_AXIS)), np.float32)
     return (plain + np.flip(mirrored, axis=FLIP_AXIS)) / 2
-
-
-def slice_number(key: str) -> int | None:
-    """The ``N`` of a key or file name ending in ``slice_N`` (None when it has none).
-
-    Args:
-        key: a slice key (``004_week_0_slice_12``) or a file name without its extension.
-    """
-    found = re.search(r"(?:^|_)slice_(\d+)$", key)
-    return int(found.group(1)) if found else None
 
 
 def keep_largest_component(
@@ -83,15 +72,16 @@ def keep_largest_component(
     if len(keys) != len(labels):
         raise ValueError(f"{len(labels)} label maps but {len(keys)} keys; expected one key per slice")
     cleaned = labels.copy()
-    volumes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    volumes: dict[str, list[tuple[int, int]]] = defaultdict(list)  # volume -> (slice number, index) pairs
     for index, key in enumerate(keys):
         number = slice_number(key)
-        volumes[volume_key(key) if number is not None else f"{key}\0"].append((number or 0, index))
+        volume = volume_key(key) if number is not None else f"{key} (alone)"
+        volumes[volume].append((number or 0, index))
     structure = np.ones((3, 3, 3), bool)
     for volume, members in volumes.items():
         numbers = np.array([number for number, _ in members])
         if len(set(numbers.tolist())) < len(numbers):
-            raise ValueError(f"volume {volume.rstrip(chr(0))}: two slices share a slice number; expected one each")
+            raise ValueError(f"volume {volume}: two slices share a slice number; expected one each")
         indices = np.array([index for _, index in members])
         stack = np.zeros((numbers.max() - numbers.min() + 1,) + labels.shape[1:], labels.dtype)
         stack[numbers - numbers.min()] = labels[indices]

@@ -123,7 +123,8 @@ def learning_rate_at(config: Config, progress: float) -> float:
 
     Args:
         config: gives the full rate, the schedule and the warm-up.
-        progress: share of the time budget used, or of the planned steps done without one.
+        progress: how far the run has come, 0 to 1 (:class:`~unetlib.callbacks.ScheduledLearningRate`
+            measures it).
     """
     return config.learning_rate * rate_factor(config.schedule, progress, config.warmup)
 
